@@ -20,22 +20,28 @@ import (
 )
 
 // TestDifferential drives seeded random sequences of commands with modes
-// and limits (a mutex, a read/write lock and a semaphore of 3, with a
-// wrong mode or limit now and then), sessions (o1's and o2's acquires
+// and limits (a mutex, a read/write lock and a semaphore of 3 at first,
+// each lock's limit changing among 1..3 as its acquirers ask, with a
+// wrong mode or limit now and then), among 5 owners or, in every fourth
+// script, a crowd of 24..40 whose waits queue past the head page the
+// handlers read at once, sessions (o1's and o2's acquires
 // now and then in their session, which is closed and reopened, kept alive,
 // or expires, at random, its commands now and then followed by lock
 // commands in their batch), lock-delays, max_hold caps, revokes and copies of earlier
 // commands (a producer's retry: answered with the stored outcome from the
 // same reply_to, refused from another, in the batch of the original or a
-// later one), batched at random, and at the end extends of leases near
+// later one), cleanups (of one lock or "*", deleting idle rows or not),
+// batched at random, and at the end extends of leases near
 // the bound topics.MaxLeaseAheadSeconds past it and within it,
 // through the
 // general path alone, through the common cases sent ahead and through them
 // inline, each on a schema of its own, and through rules.Memory; all four must
 // give the same events. Leases, waits and lock-delays end only when the
 // test ends them (in the database and in the model alike), then the expiry
-// step runs, or for a lock-delay now and then commands of its lock (in the
-// default scripts), which must settle it as the expiry step would. The
+// step runs, or now and then not: the commands that follow, a cleanup or a
+// later expiry step meet the lease past its expiry, the wait past its
+// deadline or (in the default scripts) the lock-delay that has passed, and
+// must settle them as the expiry step would. The
 // scripts run as deployed by default, and others under
 // REQUIRE_FENCING_TOKEN: the holder's renewal by acquire is refused
 // (modelRun) and leaves its lease as it was (harness.unrenewed); a release
@@ -47,12 +53,12 @@ func TestDifferential(t *testing.T) {
 		name     string
 		fenced   bool
 		seeds    uint64
-		stream   uint64 // of the seeds' generators
+		stream   uint64 // of the seeds' generators: one whose scripts give every case required (a few are rare)
 		coverage [][2]string
 	}{
-		{"default", false, 16, 14, diffCoverage},
+		{"default", false, 14, 210, diffCoverage},
 		// Fewer seeds: the default runs cover the rest of the rules.
-		{"REQUIRE_FENCING_TOKEN", true, 8, 15, diffFencedCoverage},
+		{"REQUIRE_FENCING_TOKEN", true, 8, 12, diffFencedCoverage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
@@ -71,7 +77,12 @@ func diffRuns(t *testing.T, h *harness, fenced bool, seeds, stream uint64, cover
 	schemas := map[string]*harness{"general": h, "ahead": h.fresh(), "inline": h.fresh()}
 	seen, cases := map[string]int{}, map[string]int{}
 	for seed := uint64(1); seed <= seeds; seed++ {
-		script := diffScript(rand.New(rand.NewPCG(seed, stream)), steps, fenced)
+		r := rand.New(rand.NewPCG(seed, stream))
+		owners := 5
+		if seed%4 == 0 {
+			owners = 24 + r.IntN(17)
+		}
+		script := diffScript(r, steps, fenced, owners)
 		want := modelRun(script, fenced, cases)
 		for _, line := range want {
 			for _, what := range coverage {
@@ -105,7 +116,7 @@ func diffRuns(t *testing.T, h *harness, fenced bool, seeds, stream uint64, cover
 		}
 		return
 	}
-	for _, kind := range append(append(diffSessionCases, diffDelayCases...), diffCapCase) {
+	for _, kind := range append(append(append(diffSessionCases, diffDelayCases...), diffDepthCases...), diffCapCase) {
 		require.Positive(t, cases[kind], "the scripts never give: %s", kind)
 	}
 }
@@ -166,14 +177,35 @@ var diffDelayCases = []string{
 // 65.002e6 up from just below) grant on every path.
 const diffCapCase = "an extension to its max_hold itself"
 
+// diffDepthCases are what the default scripts must give (see modelRun's
+// decide): commands meeting leases and waits that ran out, unsettled;
+// hand-offs and the owners' own waits past the head page the handlers read
+// at once (the model reads whole queues); limits changing, refused where
+// the lock is held or waited for, taken where it is not; expiry steps and
+// cleanups settling several locks, in the sweep's order; idle rows deleted.
+var diffDepthCases = []string{
+	"a command meets a lease past its expiry",
+	"a command meets a wait past its deadline",
+	"a command leaves a wait past its deadline unanswered",
+	"a hand-off grants a waiter past the head page",
+	"a waiter past the head page leaves or asks again",
+	"LIMIT_MISMATCH where the lock is held",
+	"LIMIT_MISMATCH where nobody holds the lock and live waiters wait",
+	"a lock nobody holds or waits for takes a new limit",
+	"an expiry step or cleanup settles leases of several locks",
+	"a cleanup ends a lease past its expiry",
+	"a cleanup deletes an idle lock",
+}
+
 var diffRenewals = []string{"plain", "session lease", "with session_id", "other mode", "other limit", "max_hold", "ended lease",
 	"lapsed session lease"}
 
 // diffStep is one step of a script: a batch of commands, or the end of a
 // lease (the holder-th holder of lock by token, modulo their number), of
-// the first wait of lock or of its lock-delay, followed by the expiry step
-// (or by the batch, see endOwner; a lock-delay's end may be followed by
-// the batch too).
+// the first live wait of lock or of its lock-delay, followed by the expiry
+// step (expiryRun), by the batch (see endOwner; a lock-delay's end may be
+// followed by the batch too) or by nothing (the steps that follow meet
+// it).
 type diffStep struct {
 	cmds     []diffCmd
 	endLease string
@@ -245,10 +277,16 @@ type diffCmd struct {
 	guard int
 }
 
+// diffLocks are the scripts' locks as their acquirers first ask for them
+// (their limits change as the scripts go: see diffScript); shared: most of
+// those acquirers read. diffLockNames are them in key order (the expiry
+// step's).
 var diffLocks = map[string]struct {
 	limit  int
 	shared bool
 }{"mutex": {1, false}, "rw": {1, true}, "sem": {3, false}}
+
+var diffLockNames = []string{"mutex", "rw", "sem"}
 
 // diffScript is a script of steps. fenced: for a run under
 // REQUIRE_FENCING_TOKEN, whose worker refuses an extend without
@@ -256,15 +294,36 @@ var diffLocks = map[string]struct {
 // worker.TestRequireFencingToken): such scripts hold only commands that pass
 // it, each extend with a token (see diffTracker.guarded), as a requester
 // sends them; a release may come without one (it only withdraws a wait).
-func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
-	locks := []string{"mutex", "rw", "sem"}
+// Its owners are o1..o5, and more up to crowd: those wait in crowds (see
+// below).
+func diffScript(r *rand.Rand, steps int, fenced bool, crowd int) []diffStep {
+	locks := diffLockNames
 	owners := []string{"o1", "o2", "o3", "o4", "o5"}
+	for len(owners) < crowd {
+		owners = append(owners, fmt.Sprintf("o%d", len(owners)+1))
+	}
+	// anyone is an owner for a command drawn at random: with a crowd, half
+	// the time one of the first five, so that holders still release and
+	// extend as often as they wait.
+	anyone := func() string {
+		if r.IntN(2) == 0 {
+			return owners[r.IntN(5)]
+		}
+		return owners[r.IntN(len(owners))]
+	}
+	// limits are the locks' limits as their acquirers ask for them, each
+	// changing now and then from diffLocks' (a lock nobody holds or waits
+	// for takes the new limit; else LIMIT_MISMATCH).
+	limits := map[string]int{}
+	for name, kind := range diffLocks {
+		limits[name] = kind.limit
+	}
 	seq := 0
 	var script []diffStep
 	acquirer := map[string]string{} // lock -> owner of its last acquire
 	// fresh is a command on lock by owner: an acquire (of the lock's kind,
 	// sometimes wrong), a release or an extend (with no token, the owner's
-	// own or a wrong one), a revoke or a query.
+	// own or a wrong one), a revoke, a cleanup or a query.
 	fresh := func(lock, owner string) diffCmd {
 		seq++
 		c := topics.Command{RequestID: fmt.Sprintf("req-%d", seq), LockName: lock, OwnerID: owner, ReplyTo: "locks.replies." + owner}
@@ -273,15 +332,19 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 		case n < 45:
 			c.Operation = topics.OpAcquire
 			acquirer[lock] = owner
-			kind := diffLocks[lock]
-			if kind.limit > 1 || r.IntN(2) == 1 { // limit-1 locks also without limit, as v1
-				c.Limit = kind.limit
+			if r.IntN(30) == 0 {
+				limits[lock] = 1 + r.IntN(3)
 			}
-			if kind.shared && r.IntN(2) == 0 {
+			limit := limits[lock]
+			if r.IntN(15) == 0 { // another limit, likely wrong
+				limit = 1 + r.IntN(3)
+			}
+			if limit > 1 || r.IntN(2) == 1 { // limit 1 also without limit, as v1
+				c.Limit = limit
+			}
+			// A shared mode asks for limit 1.
+			if limit == 1 && (diffLocks[lock].shared && r.IntN(2) == 0 || r.IntN(6) == 0) {
 				c.Mode = topics.ModeShared
-			}
-			if r.IntN(15) == 0 { // the wrong limit
-				c.Limit, c.Mode = 2, ""
 			}
 			if r.IntN(2) == 0 {
 				c.WaitTimeout = 120
@@ -319,6 +382,16 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			if r.IntN(2) == 0 {
 				c.OwnerID = ""
 			}
+		case n < 89:
+			// max_age_seconds 0 deletes every idle row of its scope; the
+			// default hour none here.
+			c.Operation, c.OwnerID, c.ReplyTo = topics.OpCleanup, "", "locks.replies.janitor"
+			if r.IntN(2) == 0 {
+				c.LockName = topics.CleanupAll
+			}
+			if r.IntN(3) > 0 {
+				c.MaxAgeSeconds = new(float64)
+			}
 		default:
 			c.Operation, c.OwnerID, c.ReplyTo = topics.OpQuery, "", "locks.replies.q"
 		}
@@ -343,14 +416,14 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 		return dc
 	}
 	// planned is a command a step sets up on purpose, where fresh draws
-	// one: an acquire of the lock's limit, a release or extend with its
+	// one: an acquire of the lock's limit as it stands, a release or extend with its
 	// owner's token (as REQUIRE_FENCING_TOKEN asks), changed by mod.
 	planned := func(op, lock, owner string, mod func(*topics.Command)) diffCmd {
 		seq++
 		c := topics.Command{RequestID: fmt.Sprintf("req-%d", seq), Operation: op, LockName: lock, OwnerID: owner,
 			ReplyTo: "locks.replies." + owner}
 		if op == topics.OpAcquire {
-			c.Limit = diffLocks[lock].limit
+			c.Limit = limits[lock]
 		}
 		if mod != nil {
 			mod(&c)
@@ -362,15 +435,25 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 		issued = append(issued, dc)
 		return dc
 	}
-	// shared makes an acquire of lock one that may hold beside others: a
-	// reader of "rw", a holder of "sem", for a minute.
+	// shared makes an acquire of lock one that may hold beside others, for
+	// a minute: a reader of a lock of limit 1, else a semaphore's holder.
 	shared := func(lock string) func(*topics.Command) {
 		return func(c *topics.Command) {
 			c.LeaseDuration = 60
-			if lock == "rw" {
+			if c.Limit == 1 {
 				c.Mode = topics.ModeShared
 			}
 		}
+	}
+	// exclusive is a lock of limit 1, where one holds and others wait, if
+	// the scripts ask for one, else lock.
+	exclusive := func(lock string) string {
+		for _, i := range r.Perm(len(locks)) {
+			if limits[locks[i]] == 1 {
+				return locks[i]
+			}
+		}
+		return lock
 	}
 	// besides is a command on lock, held by other beside others: its
 	// release, its extend, or another owner's joining.
@@ -391,9 +474,8 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			// Under REQUIRE_FENCING_TOKEN, half the time: an owner's lease
 			// ends, without the expiry step, and the owner acquires the
 			// lock again, which settles it first: a new grant, not a
-			// renewal. (In this step, so that the expiry step never has
-			// several locks to settle: their order is the sweep's.) The
-			// owner that asked for the lock last, likely to hold it.
+			// renewal. The owner that asked for the lock last, likely to
+			// hold it.
 			owner, ok := acquirer[lock]
 			if !ok {
 				continue
@@ -405,17 +487,51 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			issued = append(issued, dc)
 			script = append(script, diffStep{endLease: lock, endOwner: owner, cmds: []diffCmd{dc}})
 			continue
-		case n < 8:
-			script = append(script, diffStep{endLease: lock, holder: r.IntN(3), expiryRun: true})
-			continue
 		case n < 12:
-			script = append(script, diffStep{endWait: lock, expiryRun: true})
+			// A lease ends (or the first live wait of the lock), then the
+			// expiry step runs, or not: commands of the lock in the same
+			// batch, or the steps that follow, meet it unsettled, as
+			// commands before the scheduler's tick do, until a command of
+			// its lock, a cleanup or a later expiry step settles it (a due
+			// wait only a hand-off or the expiry step answers); waits so
+			// end one after another at the head of a queue. Or another
+			// lock's lease ends too, later, and the expiry step or a
+			// cleanup of every lock settles both, in the order they ended.
+			step := diffStep{endLease: lock, holder: r.IntN(3)}
+			if n >= 8 {
+				step = diffStep{endWait: lock}
+			}
+			switch r.IntN(5) {
+			case 0:
+				step.cmds = []diffCmd{next(lock, anyone())}
+			case 1: // the steps that follow meet it
+			case 2:
+				if n >= 8 {
+					step.expiryRun = true
+					break
+				}
+				other := diffStep{endLease: locks[r.IntN(len(locks))], holder: r.IntN(3), expiryRun: r.IntN(2) == 0}
+				if !other.expiryRun {
+					other.cmds = []diffCmd{planned(topics.OpCleanup, topics.CleanupAll, "", func(c *topics.Command) {
+						c.ReplyTo = "locks.replies.janitor"
+						if r.IntN(2) == 0 {
+							c.MaxAgeSeconds = new(float64)
+						}
+					})}
+				}
+				script = append(script, step)
+				step = other
+			default:
+				step.expiryRun = true
+			}
+			script = append(script, step)
 			continue
-		case n < 14 && r.IntN(3) == 0:
-			// Most often after the session waits for a lock that o3
-			// holds, and o3 releases it past the session's expiry.
-			owner := owners[r.IntN(2)]
-			if r.IntN(3) > 0 {
+		case n < 15 && r.IntN(2) == 0:
+			// After the session waits for a lock that o3 holds, and o3
+			// releases it past the session's expiry.
+			owner, variant := owners[r.IntN(2)], r.IntN(3)
+			if variant == 0 {
+				lock = exclusive(lock)
 				script = append(script, diffStep{cmds: []diffCmd{
 					planned(topics.OpAcquire, lock, "o3", func(c *topics.Command) { c.LeaseDuration = 60 }),
 					planned(topics.OpAcquire, lock, owner, func(c *topics.Command) {
@@ -424,9 +540,24 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 				script = append(script, diffStep{lapse: diffSessions[owner]}, diffStep{cmds: []diffCmd{planned(topics.OpRelease, lock, "o3", nil)}})
 				continue
 			}
+			// Or the session holds the lock (asked for a step before), and
+			// past its expiry the owner asks again without it, or an
+			// admin revokes its lease: either ends that lease first, as
+			// the session's end will. Or only the lapse.
+			if variant == 1 {
+				script = append(script, diffStep{cmds: []diffCmd{planned(topics.OpAcquire, lock, owner, func(c *topics.Command) {
+					c.SessionID = diffSessions[owner]
+				})}}, diffStep{lapse: diffSessions[owner]})
+				after := planned(topics.OpAcquire, lock, owner, func(c *topics.Command) { c.LeaseDuration = 60 })
+				if r.IntN(2) == 0 {
+					after = planned(topics.OpRevoke, lock, owner, func(c *topics.Command) { c.ReplyTo, c.Reason = "locks.replies.admin", "test" })
+				}
+				script = append(script, diffStep{cmds: []diffCmd{after}})
+				continue
+			}
 			script = append(script, diffStep{lapse: diffSessions[owner]})
 			continue
-		case n < 14:
+		case n < 15:
 			ids := []string{diffSessions[owners[r.IntN(2)]]}
 			if r.IntN(2) == 0 {
 				// Both together, most often after both asked for one lock
@@ -434,6 +565,7 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 				// holds where the other waits.
 				ids = []string{diffSessions["o1"], diffSessions["o2"]}
 				if r.IntN(3) > 0 {
+					lock = exclusive(lock)
 					var step diffStep
 					for _, owner := range owners[:2] {
 						step.cmds = append(step.cmds, planned(topics.OpAcquire, lock, owner, func(c *topics.Command) {
@@ -445,7 +577,7 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			}
 			script = append(script, diffStep{endSessions: ids, expiryRun: true})
 			continue
-		case n < 17:
+		case n < 18:
 			// Close the session and open it again, only open it, or keep
 			// it alive (each refused when the session is not open, or
 			// open; past its expiry, each ends it first); half the time
@@ -472,7 +604,7 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			switch r.IntN(4) {
 			case 0:
 				for range 1 + r.IntN(4) {
-					step.cmds = append(step.cmds, next(locks[r.IntN(len(locks))], owners[r.IntN(len(owners))]))
+					step.cmds = append(step.cmds, next(locks[r.IntN(len(locks))], anyone()))
 				}
 			case 1, 2:
 				lock, other := []string{"rw", "sem"}[r.IntN(2)], owners[2+r.IntN(3)]
@@ -484,7 +616,7 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			}
 			script = append(script, step)
 			continue
-		case n < 19 && !fenced && r.IntN(2) == 0:
+		case n < 20 && !fenced && r.IntN(2) == 0:
 			// A lock-delay passes and commands meet it before the expiry
 			// step, which then finds nothing to do: most often, after a
 			// holder's lease with a lock_delay was revoked where another
@@ -508,10 +640,10 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 					})}})
 				step.cmds = append(step.cmds, besides(lock, other))
 			} else {
-				step.cmds = append(step.cmds, next(lock, owners[r.IntN(len(owners))]))
+				step.cmds = append(step.cmds, next(lock, anyone()))
 			}
 			if r.IntN(3) == 0 {
-				unknown := planned(topics.OpAcquire, lock, owners[r.IntN(len(owners))], func(c *topics.Command) { c.SessionID = "s-unknown" })
+				unknown := planned(topics.OpAcquire, lock, anyone(), func(c *topics.Command) { c.SessionID = "s-unknown" })
 				if r.IntN(2) == 0 {
 					step.cmds = append([]diffCmd{unknown}, step.cmds...)
 				} else {
@@ -519,20 +651,60 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 				}
 			}
 			if r.IntN(2) == 0 {
-				step.cmds = append(step.cmds, next(lock, owners[r.IntN(len(owners))]))
+				step.cmds = append(step.cmds, next(lock, anyone()))
 			}
 			step.endDelay = lock
 			script = append(script, step)
 			continue
-		case n < 19:
+		case n < 20:
 			script = append(script, diffStep{endDelay: lock, expiryRun: true})
+			continue
+		case n < 26 && len(owners) > 5:
+			// A crowd of owners beyond the first five asks for the lock,
+			// waiting, in one batch: its queue passes the head page the
+			// handlers read at once (limit + 16 live waiters, then more),
+			// where a hand-off, a withdrawal or a requeue reads on. Readers
+			// half the time where the limit is 1, behind a writer (holding
+			// or waiting), and an admin then revokes every holder twice:
+			// the writer gets the lock, then hands it to them all at once.
+			// Else, half the time, the admin revokes once.
+			share := limits[lock] == 1 && r.IntN(2) == 0
+			crowd := r.Perm(len(owners) - 5)
+			var step diffStep
+			if share { // the writer: one of the crowd's owners that does not read
+				step.cmds = append(step.cmds, planned(topics.OpAcquire, lock, owners[5+crowd[len(crowd)-1]], func(c *topics.Command) {
+					c.LeaseDuration, c.WaitTimeout = 60, 120
+				}))
+			}
+			size := 8 + r.IntN(len(owners)-13)
+			if share { // past the page
+				size = 18 + r.IntN(len(owners)-23)
+			}
+			for _, i := range crowd[:size] {
+				step.cmds = append(step.cmds, planned(topics.OpAcquire, lock, owners[5+i], func(c *topics.Command) {
+					c.LeaseDuration, c.WaitTimeout = 60, 120
+					if share {
+						c.Mode = topics.ModeShared
+					}
+				}))
+			}
+			script = append(script, step)
+			revokes := r.IntN(2)
+			if share {
+				revokes = 2
+			}
+			for range revokes {
+				script = append(script, diffStep{cmds: []diffCmd{planned(topics.OpRevoke, lock, "", func(c *topics.Command) {
+					c.ReplyTo, c.Reason = "locks.replies.admin", "test"
+				})}})
+			}
 			continue
 		}
 		var step diffStep
 		if n := r.IntN(100); n < 15 {
 			// A run of one lock's commands in one batch, by one or two
 			// owners: the commands that follow another of their lock.
-			lock, pair := locks[r.IntN(len(locks))], []string{owners[r.IntN(len(owners))], owners[r.IntN(len(owners))]}
+			lock, pair := locks[r.IntN(len(locks))], []string{anyone(), anyone()}
 			for range 2 + r.IntN(5) {
 				dc := next(lock, pair[r.IntN(2)])
 				if dc.guard == 1 && !fenced {
@@ -546,7 +718,7 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			}
 		} else {
 			for range 1 + r.IntN(3) {
-				step.cmds = append(step.cmds, next(locks[r.IntN(len(locks))], owners[r.IntN(len(owners))]))
+				step.cmds = append(step.cmds, next(locks[r.IntN(len(locks))], anyone()))
 			}
 		}
 		script = append(script, step)
@@ -578,7 +750,7 @@ type diffTracker struct {
 	ranks  map[string][]int64 // lock -> tokens in order of appearance
 	last   map[string]int64   // lock/owner -> token of its last grant
 	lines  []string
-	states []topics.LockState // of the current step
+	states []diffState // of the current step
 	// outcomes are the requests' last answers, as the handlers store them
 	// (the model answers a repeated request_id with it).
 	outcomes map[string]topics.Event
@@ -586,21 +758,47 @@ type diffTracker struct {
 	fenced bool
 }
 
-// lastStates keeps, as the handlers publish them, one state per lock of
-// the step's transaction: its last, where that one was.
+// diffState is a record of the lock state topic: a lock's state, or (st
+// nil) a tombstone, when cleanup deleted its row.
+type diffState struct {
+	key string
+	st  *topics.LockState
+}
+
+// lastStates keeps, as the handlers publish them (Batch.queueState), the
+// records of the step's transaction that the next record of their lock
+// does not supersede, where they were: a state is superseded by any, a
+// tombstone by a tombstone (a lock deleted, then created again, publishes
+// both).
 func (d *diffTracker) lastStates() {
-	var kept []topics.LockState
-	for i, st := range d.states {
-		if !slices.ContainsFunc(d.states[i+1:], func(x topics.LockState) bool { return x.LockName == st.LockName }) {
-			kept = append(kept, st)
+	var kept []diffState
+	for i, x := range d.states {
+		j := slices.IndexFunc(d.states[i+1:], func(y diffState) bool { return y.key == x.key })
+		if j < 0 || x.st == nil && d.states[i+1+j].st != nil {
+			kept = append(kept, x)
 		}
 	}
 	d.states = kept
 }
 
-// noteStates renders the step's lock states.
+// noteStates renders the step's lock state records. The tombstones of a
+// cleanup come in the order its statement deleted the rows, the
+// database's: by key here.
 func (d *diffTracker) noteStates() {
-	for _, st := range d.states {
+	for i := 0; i < len(d.states); i++ {
+		j := i
+		for j < len(d.states) && d.states[j].st == nil {
+			j++
+		}
+		slices.SortFunc(d.states[i:j], func(a, b diffState) int { return strings.Compare(a.key, b.key) })
+		i = j
+	}
+	for _, x := range d.states {
+		st := x.st
+		if st == nil {
+			d.lines = append(d.lines, "tombstone "+x.key)
+			continue
+		}
 		s := fmt.Sprintf("state %s rev=%d status=%s limit=%d acq=%d waiters=%d holders=%d delayed=%v", st.LockName, st.Revision, st.Status,
 			st.Limit, st.AcquisitionCount, st.WaiterCount, st.HolderCount, st.DelayUntil != nil)
 		for _, h := range st.Holders {
@@ -659,6 +857,10 @@ func (d *diffTracker) note(ev topics.Event) {
 	if ev.RevokedCount > 0 {
 		s += fmt.Sprintf(" revoked=%d", ev.RevokedCount)
 	}
+	if ev.CleanedCount != nil {
+		// The order of the names deleted is the database's.
+		s += fmt.Sprintf(" cleaned=%d %v more=%v", *ev.CleanedCount, slices.Sorted(slices.Values(ev.CleanedLockNames)), ev.More)
+	}
 	if si := ev.SessionInfo; si != nil && (ev.Type == topics.TypeSessionClosed || ev.Type == topics.TypeSessionExpired) {
 		s += fmt.Sprintf(" session=%s leases=%d waits=%d", si.SessionID, si.Leases, si.Waits)
 	}
@@ -699,17 +901,20 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 		switch {
 		case step.lapse != "":
 			// Long past, in the order of the lapses: the scheduler ends
-			// sessions by expiry, these before those of endSessions.
+			// sessions by expiry, these before those of endSessions. A
+			// session that lapsed already keeps its place, as in the model.
 			lapses++
-			_, err := h.st.Pool.Exec(ctx, `UPDATE sessions SET expires_at = timestamptz '2000-01-01Z' + make_interval(secs => $2) WHERE id = $1`,
-				step.lapse, lapses)
+			_, err := h.st.Pool.Exec(ctx, `UPDATE sessions SET expires_at = timestamptz '2000-01-01Z' + make_interval(secs => $2)
+				WHERE id = $1 AND expires_at > clock_timestamp()`, step.lapse, lapses)
 			require.NoError(h.t, err)
 		case len(step.endSessions) > 0:
 			// In the step's order: the scheduler ends them by expiry. One
 			// time for the statement (clock_timestamp() moves from row to
-			// row, by more than the steps apart on a busy machine).
+			// row, by more than the steps apart on a busy machine). A
+			// session that lapsed keeps its expiry, the earliest (the model
+			// ends lapsed sessions first).
 			_, err := h.st.Pool.Exec(ctx, `UPDATE sessions SET expires_at = statement_timestamp() - interval '1 millisecond' * (10 - array_position($1, id))
-				WHERE id = ANY($1)`, step.endSessions)
+				WHERE id = ANY($1) AND expires_at > statement_timestamp()`, step.endSessions)
 			require.NoError(h.t, err)
 		case step.endLease != "":
 			var owners []string
@@ -725,7 +930,9 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 				require.NoError(h.t, err)
 			}
 		case step.endWait != "":
-			h.forceWaitEnd(step.endWait)
+			_, err := h.st.Pool.Exec(ctx, `UPDATE lock_waiters SET deadline = clock_timestamp() - interval '1 millisecond'
+				WHERE id = (SELECT min(id) FROM lock_waiters WHERE lock_name = $1 AND deadline > clock_timestamp())`, step.endWait)
+			require.NoError(h.t, err)
 		case step.farLease != "":
 			_, err := h.st.Pool.Exec(ctx, `UPDATE lock_holders SET expires_at = clock_timestamp() + make_interval(secs => $3) - interval '1 hour'
 				WHERE lock_name = $1 AND owner_id = $2 AND session_id IS NULL AND max_hold = 0`, step.farLease, step.farOwner, topics.MaxLeaseAheadSeconds)
@@ -835,7 +1042,7 @@ func (h *harness) unrenewed(before map[int64]diffLease, cmds []topics.Command) {
 // outbox for the next.
 func (h *harness) stepStates(d *diffTracker) {
 	for _, r := range h.states() {
-		d.states = append(d.states, *r.State)
+		d.states = append(d.states, diffState{key: r.Key, st: r.State})
 	}
 	d.noteStates()
 	h.clearOutbox()
@@ -844,7 +1051,7 @@ func (h *harness) stepStates(d *diffTracker) {
 // modelRun runs the script on rules.Memory, rendering the effects as the
 // handlers send them; fenced: under REQUIRE_FENCING_TOKEN, counting the
 // renewals it refuses in cases by kind (diffRenewals), and the sessions'
-// cases it meets (diffSessionCases).
+// cases it meets (diffSessionCases) and diffDepthCases.
 func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 	d := newTracker(fenced)
 	mem := map[string]*rules.Memory{}
@@ -861,7 +1068,40 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 		l := m.Lock(owner, now, next)
 		passed := c != nil && !m.DelayUntil.IsZero() && !m.DelayUntil.After(now)
 		held := len(m.Holders) > 0
+		// What the decision meets, for diffDepthCases: the live waiters in
+		// order, of which the handlers read the first limit + 16 at once
+		// (the model reads them all), and ended leases and waits.
+		limit := m.Limit
+		var live []int64
+		for _, w := range m.Queue {
+			if w.Deadline.After(now) {
+				live = append(live, w.ID)
+			}
+		}
+		pastPage := func(id int64) bool { return slices.Index(live, id) >= limit+16 }
+		due := func(w rules.Waiter) bool { return !w.Deadline.After(now) }
+		if c != nil && slices.ContainsFunc(m.Holders, func(h rules.Holder) bool { return h.Session == "" && !h.ExpiresAt.After(now) }) {
+			cases["a command meets a lease past its expiry"]++
+		}
+		if c != nil && slices.ContainsFunc(m.Queue, due) {
+			cases["a command meets a wait past its deadline"]++
+		}
 		effs := decide(l)
+		for _, e := range effs {
+			limitMismatch := e.Kind == rules.Refuse && e.Code == rules.CodeLimitMismatch
+			switch {
+			case e.Kind == rules.Grant && e.Waiter.ID != 0 && pastPage(e.Waiter.ID):
+				cases["a hand-off grants a waiter past the head page"]++
+			case (e.Kind == rules.Withdraw || e.Kind == rules.Requeue) && pastPage(e.Waiter.ID):
+				cases["a waiter past the head page leaves or asks again"]++
+			case limitMismatch && e.Info.Holders > 0:
+				cases["LIMIT_MISMATCH where the lock is held"]++
+			case limitMismatch && len(live) > 0:
+				cases["LIMIT_MISMATCH where nobody holds the lock and live waiters wait"]++
+			case e.Kind == rules.Grant && e.Waiter.ID == 0 && e.Info.Holders == 1 && e.Info.Limit != limit:
+				cases["a lock nobody holds or waits for takes a new limit"]++
+			}
+		}
 		if passed && held && len(effs) > 0 {
 			switch e := effs[0]; {
 			case e.Kind == rules.Release, e.Kind == rules.Extend, e.Kind == rules.Grant && e.Waiter.ID == 0:
@@ -878,6 +1118,9 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 		if err := m.Save(l, effs); err != nil {
 			panic(err)
 		}
+		if c != nil && slices.ContainsFunc(m.Queue, due) {
+			cases["a command leaves a wait past its deadline unanswered"]++
+		}
 		// As the handlers' apply: a lock-delay that started or ended is a
 		// change too.
 		changed := slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind != rules.Refuse }) ||
@@ -890,7 +1133,8 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 			d.note(ev)
 		}
 		if changed {
-			d.states = append(d.states, modelState(name, revs[name], m))
+			st := modelState(name, revs[name], m)
+			d.states = append(d.states, diffState{key: name, st: &st})
 		}
 	}
 	firstReplyTo := map[string]string{}
@@ -908,7 +1152,7 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 			infos[i] = &topics.SessionInfo{SessionID: id}
 		}
 		in := func(id string) bool { return slices.Contains(ids, id) }
-		for _, name := range []string{"mutex", "rw", "sem"} {
+		for _, name := range diffLockNames {
 			m := mem[name]
 			if slices.ContainsFunc(m.Holders, func(h rules.Holder) bool { return in(h.Session) }) ||
 				slices.ContainsFunc(m.Queue, func(w rules.Waiter) bool { return in(w.Session) }) {
@@ -934,6 +1178,31 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 		}
 		return infos
 	}
+	// settle settles the locks of names with leases past their own expiry
+	// (a session's has none) in the sweep's order, the oldest such expiry
+	// first, and returns them.
+	settle := func(names []string) []string {
+		oldest := map[string]time.Time{}
+		var due []string
+		for _, name := range names {
+			for _, h := range mem[name].Holders {
+				if t, ok := oldest[name]; h.Session == "" && !h.ExpiresAt.After(now) && (!ok || h.ExpiresAt.Before(t)) {
+					oldest[name] = h.ExpiresAt
+				}
+			}
+			if _, ok := oldest[name]; ok {
+				due = append(due, name)
+			}
+		}
+		slices.SortStableFunc(due, func(a, b string) int { return oldest[a].Compare(oldest[b]) })
+		if len(due) > 1 {
+			cases["an expiry step or cleanup settles leases of several locks"]++
+		}
+		for _, name := range due {
+			decide(name, "", nil, func(l *rules.Lock) []rules.Effect { effs, _ := l.Settle(); return effs })
+		}
+		return due
+	}
 	for _, step := range script {
 		now = now.Add(time.Millisecond)
 		switch {
@@ -948,8 +1217,9 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 				mem[step.endLease].Holders[own[step.holder%len(own)]].ExpiresAt = now.Add(-time.Millisecond)
 			}
 		case step.endWait != "":
-			if q := mem[step.endWait].Queue; len(q) > 0 {
-				q[0].Deadline = now.Add(-time.Millisecond)
+			q := mem[step.endWait].Queue
+			if i := slices.IndexFunc(q, func(w rules.Waiter) bool { return w.Deadline.After(now) }); i >= 0 {
+				q[i].Deadline = now.Add(-time.Millisecond)
 			}
 		case step.farLease != "":
 			for i, h := range mem[step.farLease].Holders {
@@ -988,12 +1258,8 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 					d.note(topics.Event{Type: topics.TypeSessionExpired, Operation: topics.OpExpire, SessionInfo: in})
 				}
 			}
-			for _, name := range []string{"mutex", "rw", "sem"} {
-				if slices.ContainsFunc(mem[name].Holders, func(h rules.Holder) bool { return !h.ExpiresAt.After(now) }) {
-					decide(name, "", nil, func(l *rules.Lock) []rules.Effect { effs, _ := l.Settle(); return effs })
-				}
-			}
-			for _, name := range []string{"mutex", "rw", "sem"} {
+			settle(diffLockNames)
+			for _, name := range diffLockNames {
 				m := mem[name]
 				if slices.ContainsFunc(m.Queue, func(w rules.Waiter) bool { return !w.Deadline.After(now) }) ||
 					!m.DelayUntil.IsZero() && !m.DelayUntil.After(now) {
@@ -1011,6 +1277,11 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 			cmds[i] = d.guarded(dc)
 		}
 		for _, c := range cmds {
+			// Each command reads the database's time anew, later than the
+			// one before it in the batch: a renewal in the batch of its
+			// grant moves the lease's expiry, as an extend to its max_hold
+			// then finds. (Far less than the steps' millisecond apart.)
+			now = now.Add(time.Microsecond)
 			// A request_id applied before is answered with its stored
 			// outcome from its own reply_to, refused from another, and
 			// changes nothing.
@@ -1134,6 +1405,37 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 				})
 			case topics.OpRevoke:
 				decide(c.LockName, "", &c, func(l *rules.Lock) []rules.Effect { return l.Revoke(c.OwnerID, c.Key()) })
+			case topics.OpCleanup:
+				// rules.Memory has no cleanup: it is a settling of the
+				// locks with leases past their expiry (Lock.Settle, as the
+				// handlers' sweep), then, with max_age_seconds 0, the
+				// deletion of the rows that nobody holds or waits for, not
+				// in a lock-delay (a passed one is none), whose leases
+				// ended: a lock never acquired, as NewMemory, with a
+				// tombstone; the fencing tokens go on.
+				scope := diffLockNames
+				if c.LockName != topics.CleanupAll {
+					scope = []string{c.LockName}
+				}
+				cleaned := settle(scope)
+				if len(cleaned) > 0 {
+					cases["a cleanup ends a lease past its expiry"]++
+				}
+				for _, name := range scope {
+					m := mem[name]
+					if c.MaxAgeSeconds == nil || m.Ended == nil || len(m.Holders) > 0 || len(m.Queue) > 0 || m.DelayUntil.After(now) {
+						continue
+					}
+					cases["a cleanup deletes an idle lock"]++
+					mem[name], revs[name] = rules.NewMemory(), 0
+					d.states = append(d.states, diffState{key: name})
+					if !slices.Contains(cleaned, name) {
+						cleaned = append(cleaned, name)
+					}
+				}
+				n := len(cleaned)
+				d.note(topics.Event{Type: topics.TypeCleaned, Operation: c.Operation, RequestID: c.RequestID, CleanedCount: &n,
+					CleanedLockNames: cleaned})
 			case topics.OpQuery:
 				m := mem[c.LockName]
 				l := m.Lock("", now, next)
@@ -1243,7 +1545,7 @@ func modelState(name string, rev int64, m *rules.Memory) topics.LockState {
 	case m.Ended != nil:
 		st.Status = string(m.EndedStatus)
 	}
-	for _, h := range m.Holders {
+	for _, h := range m.Holders[:min(len(m.Holders), topics.MaxStateHolders)] { // a crowd's readers: the first ones
 		st.Holders = append(st.Holders, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), FencingToken: h.Token, OwnerMetadata: h.Metadata})
 	}
 	if !m.DelayUntil.IsZero() { // every decision clears a delay that has passed
