@@ -146,15 +146,7 @@ func TestAuthenticatedRequesters(t *testing.T) {
 	as := func(tok string) kgo.RecordHeader {
 		return kgo.RecordHeader{Key: topics.HeaderAuthorization, Value: []byte(tok)}
 	}
-	replies := func(topic string) []topics.Event {
-		var evs []topics.Event
-		for _, row := range outboxRows(t, st, topic, 0) {
-			var ev topics.Event
-			require.NoError(t, json.Unmarshal(row.value, &ev))
-			evs = append(evs, ev)
-		}
-		return evs
-	}
+	replies := func(topic string) []topics.Event { return outboxEvents(t, st, topic) }
 	last := func(topic string) topics.Event {
 		evs := replies(topic)
 		require.NotEmpty(t, evs, topic)
@@ -509,12 +501,7 @@ func TestGeneratedRequestIDsAreTheWorkers(t *testing.T) {
 	}
 	send(0, w.cfg.Names.Commands+"/0/1", "mallory")
 	send(1, "", "alice")
-	var evs []topics.Event
-	for _, row := range outboxRows(t, st, reply, 0) {
-		var ev topics.Event
-		require.NoError(t, json.Unmarshal(row.value, &ev))
-		evs = append(evs, ev)
-	}
+	evs := outboxEvents(t, st, reply)
 	require.Len(t, evs, 2)
 	require.Equal(t, topics.CodeInvalidRequest, evs[0].ErrorCode)
 	require.Equal(t, topics.TypeAcquired, evs[1].Type, "alice's command is applied")
@@ -543,12 +530,7 @@ func TestForgedGeneratedRequestIDIsNotAnsweredUnderIt(t *testing.T) {
 		r.Topic, r.Offset, r.Key = w.cfg.Names.Commands, int64(i), []byte("g")
 		apply(w, segment{p: p, polledAt: time.Now(), records: []*kgo.Record{r}})
 	}
-	var evs []topics.Event
-	for _, row := range outboxRows(t, st, reply, 0) {
-		var ev topics.Event
-		require.NoError(t, json.Unmarshal(row.value, &ev))
-		evs = append(evs, ev)
-	}
+	evs := outboxEvents(t, st, reply)
 	require.Len(t, evs, 4)
 	for _, k := range []int{0, 1, 3} {
 		require.Equal(t, topics.TypeRejected, evs[k].Type, k)

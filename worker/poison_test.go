@@ -57,6 +57,18 @@ func outboxRows(t testing.TB, st *store.Store, topic string, after int64) []outb
 	return outboxWhere(t, st, `topic = $1 AND id > $2`, topic, after)
 }
 
+// outboxEvents is the events in the outbox for topic, in order.
+func outboxEvents(t testing.TB, st *store.Store, topic string) []topics.Event {
+	t.Helper()
+	var evs []topics.Event
+	for _, row := range outboxRows(t, st, topic, 0) {
+		var ev topics.Event
+		require.NoError(t, json.Unmarshal(row.value, &ev))
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
 // outboxWhere is the outbox rows for which cond (SQL on args) holds, in
 // order.
 func outboxWhere(t testing.TB, st *store.Store, cond string, args ...any) []outboxRow {
