@@ -664,37 +664,20 @@ func TestOnQueuedOncePerWait(t *testing.T) {
 // within that new wait. The client's give-up follows the new lock.queued,
 // as it does not a stored one answered again (same event_id).
 func TestRequeuedAcquireFollowsItsNewWait(t *testing.T) {
-	var mu sync.Mutex
 	copies := 0
-	var cl *kgo.Client
-	c, cluster := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) {
-		cfg.ReplyTimeout = time.Second
-		cfg.RequestTimeout = 2 * time.Second
-	}}, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		mu.Lock()
-		defer mu.Unlock()
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			copies++
-			if copies == 1 {
-				return one(queuedEvent(cmd)) // the wait later lost with the database's last commits
-			}
-			if copies == 2 {
-				// Applied afresh: queued anew, granted 2 s later (the
-				// new wait is 3 s).
-				grantAfter(ctx, cl, cmd, 2*time.Second)
-				return one(queuedEvent(cmd)) // a new event_id
-			}
-			return nil
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
+	err := acquireQueued(t, "requeued", time.Second, 2*time.Second, func(ctx context.Context, grants *kgo.Client, cmd topics.Command) []topics.Event {
+		copies++
+		if copies == 1 {
+			return one(queuedEvent(cmd)) // the wait later lost with the database's last commits
+		}
+		if copies == 2 {
+			// Applied afresh: queued anew, granted 2 s later (the
+			// new wait is 3 s).
+			grantAfter(ctx, grants, cmd, 2*time.Second)
+			return one(queuedEvent(cmd)) // a new event_id
 		}
 		return nil
 	})
-	cl = grantingClient(t, cluster)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	_, err := c.Acquire(ctx, "requeued", WithWait(3*time.Second))
 	require.NoError(t, err, "granted within the wait its second lock.queued announced")
 }
 
@@ -703,40 +686,47 @@ func TestRequeuedAcquireFollowsItsNewWait(t *testing.T) {
 // first time: the acquire waits 3 s and is granted after 2 s, past the
 // RequestTimeout of 1.5 s.
 func TestQueuedWithoutEventIDMovesTheGiveUp(t *testing.T) {
+	err := acquireQueued(t, "noid", 500*time.Millisecond, 1500*time.Millisecond, func(ctx context.Context, grants *kgo.Client, cmd topics.Command) []topics.Event {
+		grantAfter(ctx, grants, cmd, 2*time.Second)
+		ev := queuedEvent(cmd)
+		ev.EventID = ""
+		return one(ev)
+	})
+	require.NoError(t, err)
+}
+
+// acquireQueued acquires lock, waiting up to 3 s, from a stand-in worker
+// that answers each acquire as onAcquire says (one at a time, given the
+// client grantAfter grants with) and each release as released, the
+// client's ReplyTimeout and RequestTimeout as given.
+func acquireQueued(t *testing.T, lock string, replyTimeout, requestTimeout time.Duration,
+	onAcquire func(ctx context.Context, grants *kgo.Client, cmd topics.Command) []topics.Event) error {
+	t.Helper()
 	var mu sync.Mutex
-	var cl *kgo.Client
+	var grants *kgo.Client
 	c, cluster := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) {
-		cfg.ReplyTimeout = 500 * time.Millisecond
-		cfg.RequestTimeout = 1500 * time.Millisecond
+		cfg.ReplyTimeout, cfg.RequestTimeout = replyTimeout, requestTimeout
 	}}, func(ctx context.Context, cmd topics.Command) []topics.Event {
 		mu.Lock()
 		defer mu.Unlock()
 		switch cmd.Operation {
 		case topics.OpAcquire:
-			grantAfter(ctx, cl, cmd, 2*time.Second)
-			ev := queuedEvent(cmd)
-			ev.EventID = ""
-			return one(ev)
+			return onAcquire(ctx, grants, cmd)
 		case topics.OpRelease:
 			return one(releasedEvent(cmd))
 		}
 		return nil
 	})
-	cl = grantingClient(t, cluster)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	_, err := c.Acquire(ctx, "noid", WithWait(3*time.Second))
-	require.NoError(t, err)
-}
-
-// grantingClient is the producer grantAfter grants with, closed at the
-// test's end.
-func grantingClient(t *testing.T, cluster *kfake.Cluster) *kgo.Client {
-	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ProducerLinger(0))
 	require.NoError(t, err)
 	t.Cleanup(cl.Close)
-	return cl
+	mu.Lock()
+	grants = cl
+	mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = c.Acquire(ctx, lock, WithWait(3*time.Second))
+	return err
 }
 
 // grantAfter produces the grant of the acquire cmd to its reply topic d
