@@ -47,3 +47,15 @@ func TestFailureReachesStderrAtAnyLogLevel(t *testing.T) {
 		}
 	}
 }
+
+// LOG_FORMAT=console writes no colour codes where the log is not a
+// terminal: a file or a collector would keep them as escape bytes.
+func TestConsoleLogHasNoColourOutsideATerminal(t *testing.T) {
+	m := NewMain()
+	stderr := &testlog.Buffer{}
+	m.stderr = stderr
+	require.NoError(t, m.ParseEnv(lookup(map[string]string{"LOG_FORMAT": "console", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})))
+	m.Logger.Error().Str("lock", "orders").Msg("a line")
+	require.Contains(t, stderr.String(), "a line")
+	require.NotContains(t, stderr.String(), "\x1b[")
+}

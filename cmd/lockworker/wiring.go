@@ -109,10 +109,21 @@ func (m *Main) ParseEnv(lookup func(string) (string, bool)) error {
 	m.Config = cfg
 	var out = zerolog.New(m.stderr)
 	if cfg.LogFormat == "console" {
-		out = zerolog.New(zerolog.ConsoleWriter{Out: m.stderr, TimeFormat: time.RFC3339})
+		out = zerolog.New(zerolog.ConsoleWriter{Out: m.stderr, TimeFormat: time.RFC3339, NoColor: !terminal(m.stderr)})
 	}
 	m.Logger = out.Level(cfg.LogLevel).With().Timestamp().Str("instance", cfg.InstanceID).Logger()
 	return nil
+}
+
+// terminal says whether w is a terminal: colours written to a file or a
+// pipe (`2> worker.log`, a log collector) are escape codes in its lines.
+func terminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // closer is a step of Close: f, which step says, for a stop that
