@@ -612,7 +612,7 @@ func TestRedaction(t *testing.T) {
 				}
 				assert.NotContains(t, out, tc.secret, name)
 			}
-			assert.Contains(t, zl.String(), `"POSTGRES_HOST":"127.0.0.1"`)
+			assert.Contains(t, zl.String(), `"POSTGRES_MAX_CONNECTIONS":10`)
 		})
 	}
 
@@ -1060,4 +1060,21 @@ func TestValidateClientReadsClientSettingsOnly(t *testing.T) {
 		"KAFKA_CONSUMER_GROUP", "KAFKA_SESSION_TIMEOUT", "KAFKA_HEARTBEAT_INTERVAL", "KAFKA_GROUP_PROTOCOL", "KAFKA_STATIC_MEMBERSHIP",
 		"KAFKA_COMPRESSION", "KAFKA_TOPIC_REPLICATION_FACTOR", "REPLY_TOPIC_PREFIX", "COMMANDS_PARTITIONS", "INSPECT_TOKEN",
 		"HTTP_ADDR", "LOG_FORMAT", "INSTANCE_ID", "EMBEDDED_KAFKA_DIR", "EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT"}, refused)
+}
+
+// With DATABASE_URL set, the POSTGRES_* connection settings it overrides
+// are not logged: their defaults would name a database not in use.
+func TestRedactedLeavesOutOverriddenPostgresSettings(t *testing.T) {
+	c, err := FromEnv(env(map[string]string{"DATABASE_URL": "postgres://app@db:5432/orders"}))
+	require.NoError(t, err)
+	r := c.Redacted()
+	for _, k := range []string{"POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DATABASE", "POSTGRES_USER", "POSTGRES_PASSWORD"} {
+		assert.NotContains(t, r, k)
+	}
+	assert.Equal(t, "postgres://app@db:5432/orders", r["DATABASE_URL"])
+	assert.Contains(t, r, "POSTGRES_MAX_CONNECTIONS", "the pool's size still comes from POSTGRES_*")
+
+	c, err = FromEnv(env(nil))
+	require.NoError(t, err)
+	assert.Equal(t, "lockworker", c.Redacted()["POSTGRES_DATABASE"])
 }

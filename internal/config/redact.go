@@ -72,6 +72,8 @@ const minBareKeyBytes = 32
 
 // Redacted returns every setting keyed by its environment variable, secrets
 // masked, durations in seconds: safe to log or serve on a debug endpoint.
+// With DATABASE_URL set, the POSTGRES_* connection settings it overrides
+// are left out.
 func (c Config) Redacted() map[string]any {
 	pg, k, t := c.Postgres, c.Kafka, c.Topics
 	databaseURL := ""
@@ -144,6 +146,13 @@ func (c Config) Redacted() map[string]any {
 	}
 	for _, p := range c.secretPaths() {
 		m[p.name], _ = secretPath(p.name, p.value)
+	}
+	if pg.URL != "" {
+		// DATABASE_URL wins over these: shown, their defaults would name
+		// a database the replica does not use.
+		for _, k := range []string{"POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DATABASE", "POSTGRES_USER", "POSTGRES_PASSWORD"} {
+			delete(m, k)
+		}
 	}
 	return m
 }
