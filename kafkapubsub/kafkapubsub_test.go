@@ -956,3 +956,32 @@ func TestCreatedTopicsMinInsyncReplicas(t *testing.T) {
 		})
 	}
 }
+
+// TestEveryCallAfterCloseIsErrClosed: ErrClosed is what publishing or
+// subscribing after Close returns, SubscribeInitialize included (watermill's
+// Router calls it before Subscribe), and also when Close ends a
+// SubscribeInitialize in flight.
+func TestEveryCallAfterCloseIsErrClosed(t *testing.T) {
+	c := kafkatest.Cluster(t)
+	sub, err := kafkapubsub.NewSubscriber(kafkapubsub.SubscriberConfig{Brokers: c.ListenAddrs(), ClientOpts: testClientOpts()}, nil)
+	require.NoError(t, err)
+	held, release := kafkatest.HoldFirst(c, kmsg.CreateTopics)
+	defer release()
+	inFlight := make(chan error, 1)
+	go func() { inFlight <- sub.SubscribeInitialize("held") }()
+	<-held
+	require.NoError(t, sub.Close())
+	assert.ErrorIs(t, <-inFlight, kafkapubsub.ErrClosed, "in flight at Close")
+	require.ErrorIs(t, sub.SubscribeInitialize("t"), kafkapubsub.ErrClosed)
+	_, err = sub.Subscribe(context.Background(), "t")
+	require.ErrorIs(t, err, kafkapubsub.ErrClosed)
+
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Brokers: c.ListenAddrs(), ClientOpts: testClientOpts()}, nil)
+	require.NoError(t, err)
+	require.NoError(t, pub.Close())
+	msg := message.NewMessage("1", nil)
+	require.ErrorIs(t, pub.Publish("t", msg), kafkapubsub.ErrClosed)
+	require.ErrorIs(t, pub.PublishTopics(kafkapubsub.TopicMessages{Topic: "t", Messages: []*message.Message{msg}})[0], kafkapubsub.ErrClosed)
+	pub.PublishTopicsEach(func(_ int, err error) { require.ErrorIs(t, err, kafkapubsub.ErrClosed) },
+		kafkapubsub.TopicMessages{Topic: "t", Messages: []*message.Message{msg}})
+}

@@ -32,7 +32,8 @@ const DefaultPurgeInterval = time.Minute
 // DefaultCloseTimeout is the default CloseTimeout.
 const DefaultCloseTimeout = 30 * time.Second
 
-// ErrClosed is returned when publishing or subscribing after Close.
+// ErrClosed is returned when publishing or subscribing (SubscribeInitialize
+// included) after Close; errors.Is finds it in a wrapped one.
 var ErrClosed = errors.New("kafkapubsub: closed")
 
 // PublisherConfig configures a [Publisher].

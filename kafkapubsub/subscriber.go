@@ -199,12 +199,20 @@ func (l causeLogger) Log(_ kgo.LogLevel, msg string, keyvals ...any) {
 // and TopicReplicationFactor. It needs the CREATE permission; a broker's
 // refusal of it is not an error, as it refuses before it looks whether the
 // topic exists (a subscriber of a topic someone else created has no reason
-// to hold the right): a topic that is missing then delivers nothing.
+// to hold the right): a topic that is missing then delivers nothing. After
+// Close, and when Close ends a call in flight, the error wraps ErrClosed.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
+	if s.closing.Err() != nil {
+		return ErrClosed
+	}
 	err := s.topics.ensure(s.closing, topic)[0]
 	// Not remembered, unlike a publisher's: nothing here would learn that
 	// the topic was deleted since, and a call per Subscribe costs little.
 	s.topics.forget(topic)
+	if err != nil && s.closing.Err() != nil {
+		// Close canceled the request or closed the admin client under it.
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
 	return err
 }
 
@@ -482,8 +490,8 @@ func (s *Subscriber) message(r *kgo.Record) *message.Message {
 }
 
 // Close ends every subscription (closing their channels and clients) and
-// waits for them. Subscribe fails with ErrClosed afterwards. Close is
-// idempotent and safe to call concurrently.
+// waits for them. Subscribe and SubscribeInitialize fail with ErrClosed
+// afterwards. Close is idempotent and safe to call concurrently.
 func (s *Subscriber) Close() error {
 	s.close.Do(func() {
 		s.mu.Lock()
