@@ -45,6 +45,10 @@
 //
 // # Exported names
 //
-// Every exported name is public: the package is a watermill adapter for
-// franz-go that stands on its own.
+// Every exported name is the adapter's public API, which stands on its
+// own, except TopicConfigs, CreateTopics, ConfigsRefused, ConfigsText and
+// LogTo: the topic creation and logging this module's client and worker
+// share with the adapter, for this module only, which may change with any
+// release. What the configs' docs say a created topic gets is the
+// adapter's behaviour all the same.
 package kafkapubsub

@@ -9,6 +9,11 @@
 // # Exported names
 //
 // Everything here is the wire contract, usable by any Go producer or
-// consumer, except EncodeHeaders and DecodeHeaders: the outbox's storage
-// format of headers, for the worker and relay of this module only.
+// consumer, except the outbox table's storage format, for this module's
+// handlers, worker and relay only, which may change with any release:
+// CompactEvent, ExpandEvent, CompactLockState and ExpandLockState (a
+// stored value), EncodeHeaders, DecodeHeaders, EncodeEventHeaders and
+// EncodeLockStateHeaders (a stored headers column) and DecodeOutboxRow
+// (the record a row holds). EventHeaders and LockStateHeaders, the
+// headers the records carry on Kafka, are contract.
 package topics
