@@ -297,7 +297,7 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 // sessionSettings is the pool's AfterConnect: it sets on each connection,
 // in one round trip (setSQL), what the connection string does not (given
 // there, it is sent at startup instead, which pgbouncer refuses, or with
-// ignore_startup_parameters drops):
+// ignore_startup_parameters drops), and textFormat whatever it says:
 //
 //   - plan_cache_mode force_generic_plan: each prepared statement is
 //     planned once. Under auto PostgreSQL re-plans the set-based statements
@@ -315,6 +315,8 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 //     and tcp_user_timeout: Config.ClientGoneTimeout.
 //   - statement_timeout and transaction_timeout 0 (liftedTimeouts): the
 //     server's, database's or role's lifted, as Migrate lifts them.
+//   - DateStyle, IntervalStyle, bytea_output, standard_conforming_strings
+//     and client_encoding: textFormat.
 //
 // The SET is bounded by bound, the connection's connect timeout: the pool
 // runs it under a context only Close ends, so a server that stops
@@ -322,7 +324,7 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 // slot, until TCP gives up.
 func sessionSettings(cfg Config, bound time.Duration) func(context.Context, *pgx.Conn) error {
 	settings := append([]setting{{"plan_cache_mode", "force_generic_plan"}, {"jit", "off"}}, boundSettings(cfg)...)
-	sql := setSQL(append(settings, liftedTimeouts...), false, false)
+	sql := setSQL(append(settings, liftedTimeouts...), false, false) + "; " + setSQL(textFormat, false, true)
 	return func(ctx context.Context, c *pgx.Conn) error {
 		sctx, cancel := context.WithTimeout(ctx, bound)
 		defer cancel()
@@ -401,6 +403,20 @@ func boundSettings(cfg Config) []setting {
 // (25P04, which also ends the session), which setSQL leaves out where the
 // server lacks it.
 var liftedTimeouts = []setting{{"statement_timeout", "0"}, {"transaction_timeout", "0"}}
+
+// textFormat are the settings pgx needs of the text format: the simple
+// protocol's (a cleanup command's statements, handlers' sweepFilter), whose
+// results it reads only as the server writes them by default (ISO
+// timestamps, postgres intervals, hex bytea), and whose arguments it writes
+// into the statement only under standard_conforming_strings and UTF8,
+// refusing the statement otherwise. A server's, database's or role's value
+// would fail such a statement at every retry (ALTER DATABASE ... SET
+// DateStyle = 'SQL, DMY'), and so would the connection string's, which
+// these override too: no other value works.
+var textFormat = []setting{
+	{"DateStyle", "ISO"}, {"IntervalStyle", "postgres"}, {"bytea_output", "hex"},
+	{"standard_conforming_strings", "on"}, {"client_encoding", "UTF8"},
+}
 
 // errSetupTimedOut is the error of a new connection whose settings
 // (sessionSettings) were not answered within its connect timeout: a
