@@ -99,12 +99,17 @@ func (m *Main) ParseEnv(lookup func(string) (string, bool)) error {
 	// the embedded development broker instead of reaching Kafka: a
 	// deployment template's missing value would give each replica a broker
 	// of its own, ready and out of every client's reach.
+	var refused []error
 	if v, set := lookup("KAFKA_BOOTSTRAP_SERVERS"); set && strings.TrimSpace(v) == "" {
-		return fmt.Errorf("%w: KAFKA_BOOTSTRAP_SERVERS: is set but empty (unset it to start the embedded development broker)", errRefused)
+		refused = append(refused, errors.New("KAFKA_BOOTSTRAP_SERVERS: is set but empty (unset it to start the embedded development broker)"))
 	}
 	cfg, err := config.WorkerFromEnv(func(k string) string { v, _ := lookup(k); return v })
 	if err != nil {
-		return fmt.Errorf("%w: %w", errRefused, err)
+		refused = append(refused, err)
+	}
+	if len(refused) > 0 {
+		// All at once, as WorkerFromEnv reports its own.
+		return fmt.Errorf("%w: %w", errRefused, errors.Join(refused...))
 	}
 	m.Config = cfg
 	var out = zerolog.New(m.stderr)

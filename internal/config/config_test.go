@@ -215,6 +215,8 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"POSTGRES_ATTEMPT_TIMEOUT": "0"}, `POSTGRES_ATTEMPT_TIMEOUT: "0" is out of range 1..3600`},
 		{map[string]string{"POSTGRES_UNREACHABLE_TIMEOUT": "3601"}, `POSTGRES_UNREACHABLE_TIMEOUT: "3601" is out of range 0..3600`},
 		{map[string]string{"POSTGRES_UNREACHABLE_TIMEOUT": "2.5"}, `POSTGRES_UNREACHABLE_TIMEOUT: "2.5s" must be 0 (never) or at least 3 s`},
+		{map[string]string{"POSTGRES_UNREACHABLE_TIMEOUT": "1e-10"}, `POSTGRES_UNREACHABLE_TIMEOUT: "1e-10" is above 0 but below a nanosecond`},
+		{map[string]string{"LOCK_EVENTS_RETENTION": "0.0000000004"}, `LOCK_EVENTS_RETENTION: "0.0000000004" is above 0 but below a nanosecond`},
 		{map[string]string{"POSTGRES_MIN_CONNECTIONS": "20"}, `POSTGRES_MIN_CONNECTIONS: "20" is more than POSTGRES_MAX_CONNECTIONS (10)`},
 		{map[string]string{"COMMANDS_PARTITIONS": "0"}, `COMMANDS_PARTITIONS: "0" is out of range 1..10000`},
 		{map[string]string{"KAFKA_TOPIC_REPLICATION_FACTOR": "0"}, `KAFKA_TOPIC_REPLICATION_FACTOR: "0" is not -1 (the broker's default.replication.factor) or 1..32767`},

@@ -624,6 +624,9 @@ func (p *parser) seconds(name string, dst *time.Duration, lo, hi float64) {
 		p.fail(name, v, "is not a number of seconds")
 	case f < lo || f > hi:
 		p.fail(name, v, "is out of range "+strconv.FormatFloat(lo, 'f', -1, 64)+".."+strconv.FormatFloat(hi, 'f', -1, 64)+" seconds")
+	case f > 0 && math.Round(f*float64(time.Second)) == 0:
+		// It would round to 0, which some settings take as "off".
+		p.fail(name, v, "is above 0 but below a nanosecond")
 	default:
 		// Rounded: 0.1*1e9 is not exactly 1e8 in binary floating point.
 		*dst = time.Duration(math.Round(f * float64(time.Second)))
