@@ -46,13 +46,14 @@ type Config struct {
 	// (a session's id and owner keep it alive or close it).
 	RequireFencingToken bool
 	// TokenFloorCheck (TOKEN_FLOOR_CHECK, default require): require, warn
-	// or off. At start (and when a partition's stored offset went back)
-	// the fencing token sequence is checked against the newest records of
-	// the lock.acquired topic and moved past them when PostgreSQL lost
-	// transactions (docs/design.md "PostgreSQL lost transactions"), which
-	// needs Read and Describe on that topic. require: Kafka failing the
-	// check fails the start; warn: it is logged at error level and the
-	// start goes on; off: no check.
+	// or off. At start, before a withdrawn replica takes partitions again,
+	// and when a partition's stored offset went back, the fencing token
+	// sequence is checked against the newest records of the lock.acquired
+	// topic and moved past them when PostgreSQL lost transactions
+	// (docs/design.md "PostgreSQL lost transactions"), which needs Read and
+	// Describe on that topic. require: Kafka failing the check fails the
+	// start, holds the batch or keeps the replica withdrawn; warn: it is
+	// logged at error level and the replica goes on; off: no check.
 	TokenFloorCheck string
 	// Auth is requester authentication; off by default.
 	Auth AuthConfig
