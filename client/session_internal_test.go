@@ -162,19 +162,21 @@ func TestEarlierSessionsEndDoesNotEndTheSession(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, first.Close(ctx))
 	firstClosed := <-closed
-	// As if the first session had expired instead: its expiry passed
-	// before its end.
-	firstExpired := topics.NewEvent(topics.TypeSessionExpired, topics.OpExpire, "", time.Now())
-	firstExpired.SessionInfo = &topics.SessionInfo{SessionID: "x", OwnerID: "o", TTL: 10, ExpiresAt: topics.NewTime(time.Now().Add(-time.Millisecond))}
-	time.Sleep(10 * time.Millisecond) // the times are the database's, in microseconds
 
 	s, err := c.NewSession(ctx, 3*time.Second, WithSessionID("x"), WithSessionOwner("o"))
 	require.NoError(t, err)
+	// The events' times are the worker's (the database's), taken from its
+	// replies, not this host's: only their order counts.
+	require.True(t, firstClosed.OccurredAt.Before(s.opened), "the first session ended before the open")
 	require.True(t, firstClosed.SessionInfo.ExpiresAt.After(s.ExpiresAt()), "the first session was to end later")
+	// As if the first session had expired instead: its expiry passed
+	// before its end.
+	firstExpired := topics.NewEvent(topics.TypeSessionExpired, topics.OpExpire, "", firstClosed.OccurredAt.Time)
+	firstExpired.SessionInfo = &topics.SessionInfo{SessionID: "x", OwnerID: "o", TTL: 10, ExpiresAt: topics.NewTime(firstClosed.OccurredAt.Add(-time.Millisecond))}
 	// Its expiry stamped just after the open, by a scheduler that ended it
 	// as the open came: its expires_at still tells.
 	racing := firstExpired
-	racing.OccurredAt = topics.NewTime(time.Now())
+	racing.OccurredAt = topics.NewTime(s.opened.Add(time.Millisecond))
 	publish(firstClosed)
 	publish(firstExpired)
 	publish(racing)
@@ -186,7 +188,7 @@ func TestEarlierSessionsEndDoesNotEndTheSession(t *testing.T) {
 	default:
 	}
 
-	ended := topics.NewEvent(topics.TypeSessionExpired, topics.OpExpire, "", time.Now())
+	ended := topics.NewEvent(topics.TypeSessionExpired, topics.OpExpire, "", s.ExpiresAt())
 	ended.SessionInfo = &topics.SessionInfo{SessionID: "x", OwnerID: "o", TTL: 3, ExpiresAt: topics.NewTime(s.ExpiresAt())}
 	publish(ended)
 	select {
