@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/omninode/lockworker/topics"
@@ -61,7 +62,10 @@ func WithMode(m Mode) AcquireOption {
 
 // WithLimit makes the lock a counting semaphore of n exclusive holders
 // (1 .. 10,000). Every holder and waiter of a lock must ask for the same
-// limit (else ErrLimitMismatch); a shared acquire takes no limit. Default 1.
+// limit (else ErrLimitMismatch); a shared acquire takes no limit. Default
+// 1, which 0 means too, as WithLease(0) means the default lease; a limit
+// out of range is refused before it is sent, as a lease out of range is:
+// an *Error wrapping ErrInvalidRequest.
 // Up to n leases are valid at once (see Lease). An owner takes one place
 // (WithSession: a session takes one).
 func WithLimit(n int) AcquireOption {
@@ -269,7 +273,9 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	if o.mode != Exclusive {
 		cmd.Mode = string(o.mode)
 	}
-	if o.limit > 1 {
+	if o.limit != 1 {
+		// 1, the default, is left out. One below 0 is refused by validate,
+		// as out of range; 0 reads as not given, as a 0 lease does.
 		cmd.Limit = o.limit
 	}
 	cmd.LockDelay, cmd.MaxHold = o.lockDelay.Seconds(), o.maxHold.Seconds()
@@ -581,7 +587,9 @@ func WithLock(ctx context.Context, c *Client, name string, fn func(ctx context.C
 // WithRLock is WithLock holding the lock in shared mode (a read lock):
 // readers run fn together, never beside a writer (WithLock).
 func WithRLock(ctx context.Context, c *Client, name string, fn func(ctx context.Context, l *Lease) error, opts ...AcquireOption) error {
-	return withLock(ctx, c, name, fn, append(opts, WithMode(Shared)))
+	// Clipped, so that append copies: opts may be the caller's slice, with
+	// room that another goroutine's call would fill too.
+	return withLock(ctx, c, name, fn, append(slices.Clip(opts), WithMode(Shared)))
 }
 
 func withLock(ctx context.Context, c *Client, name string, fn func(ctx context.Context, l *Lease) error, opts []AcquireOption) error {

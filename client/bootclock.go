@@ -39,6 +39,18 @@ func (c *Client) sentNow() sentAt {
 	return sentAt{mono: time.Now(), boot: c.bootNow()}
 }
 
+// timeLeft is the time left before a local deadline kept on both clocks
+// (deadline, boot: see Lease.update), by the one nearer its end: the
+// monotonic clock stands still during a suspend, which the watch (within
+// bootCheckInterval) has maybe not caught up with yet. 0 once past.
+func (c *Client) timeLeft(deadline time.Time, boot time.Duration) time.Duration {
+	left := time.Until(deadline)
+	if boot != 0 {
+		left = min(left, boot-c.bootNow())
+	}
+	return max(left, 0)
+}
+
 // watchBoot starts the client's one boot-clock watch (bootLoop) unless it
 // runs already, the client is closed, or it was never started (a Client
 // built by a test, which drives checkBoot itself). A lease's or a

@@ -88,9 +88,12 @@ type Leader struct {
 	// Token is the leadership's fencing token.
 	Token int64
 	// AcquiredAt is when it became leader; ExpiresAt when its lease ends
-	// unless extended, as of the report (the worker's clock). A leader
-	// campaigning with a session has the session's, which its keep-alives
-	// move without a new report.
+	// unless extended, as of the report. Both are by the worker's clock,
+	// PostgreSQL's, not this host's: time.Until(ExpiresAt) mixes the two
+	// clocks (a Leadership's own time left is its Lease.Remaining). A
+	// holder of the lock in a session (an Acquire WithSession: Campaign
+	// takes none) has the session's, which its keep-alives move without a
+	// new report.
 	AcquiredAt time.Time
 	ExpiresAt  time.Time
 }
@@ -161,7 +164,9 @@ func CampaignMetadata(value string) json.RawMessage {
 // leader that lost its lease without resigning cannot overlap the next
 // one, unless its process or host was paused past the lease's end: see
 // Lease.Lost and docs/design.md, "The holder's deadline"); the others
-// shape a lock an election does not use, and are refused. A campaign
+// shape a lock an election does not use, and are refused, but for
+// WithMode(Exclusive) and WithLimit(1) (or 0), which change nothing and are
+// taken. A campaign
 // WithOwner of the owner that leads already (a restarted process with a
 // stable owner id) resumes its leadership at once: the same Token, and the
 // Value it led with, even while the process that led is alive, which then
@@ -185,7 +190,7 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 	o := e.c.acquireOptions(opts)
 	switch {
 	case o.mode != "" && o.mode != Exclusive, o.limit > 1:
-		return nil, e.invalid("a leadership is an exclusive lock: WithMode and WithLimit do not apply")
+		return nil, e.invalid("a leadership is an exclusive lock of one holder: WithMode(Shared) and a WithLimit above 1 do not apply")
 	case o.metadata != nil || o.metaErr != nil:
 		return nil, e.invalid("the leader's value is the lease's owner_metadata: WithMetadata does not apply")
 	case o.session != nil:

@@ -15,7 +15,9 @@ var (
 	ErrLockHeld = errors.New("lock held by another owner")
 	// ErrLockTimeout: the acquire waited in the queue for its whole wait timeout.
 	ErrLockTimeout = errors.New("timed out waiting for the lock")
-	// ErrNotOwner: the lock is held by another owner.
+	// ErrNotOwner: the lock is held by another owner; of a session
+	// command (an acquire WithSession, a session's keep-alive or close),
+	// the session is another owner's.
 	ErrNotOwner = errors.New("not the owner of the lock")
 	// ErrNotHeld: the lock is free, or the lease had already ended.
 	ErrNotHeld = errors.New("lock not held")
@@ -53,7 +55,9 @@ var (
 	// past its grant + max_hold (WithMaxHold). The lease is still held.
 	ErrMaxHoldExceeded = errors.New("max_hold exceeded")
 	// ErrSessionNotFound: the session is not open (never opened, closed,
-	// or expired).
+	// or expired); or the command names an earlier life of the session ID,
+	// which has ended, and the ID was opened again (see WithSessionID): the
+	// open session is left as it is.
 	ErrSessionNotFound = errors.New("session not found")
 	// ErrSessionExists: a session with that id is open already.
 	ErrSessionExists = errors.New("session exists")

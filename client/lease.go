@@ -409,11 +409,30 @@ func (l *Lease) key() string { return topics.LockKey(l.Namespace, l.Name) }
 // acquire or extension. A lease acquired WithSession has no expiry of its
 // own: it ends with its session, and ExpiresAt is the session's, as of the
 // session's last keep-alive or the lease's grant, whichever is later.
+// The worker's clock is PostgreSQL's, not this host's: for the time left,
+// use Remaining, not time.Until(ExpiresAt()), which mixes the two clocks.
 func (l *Lease) ExpiresAt() time.Time {
 	if t := l.Info().ExpiresAt; t != nil {
 		return t.Time
 	}
 	return time.Time{}
+}
+
+// Remaining is the time left before the lease's local deadline, by this
+// host's clocks alone (see Lease): when the lease is lost unless an
+// extension (or, WithSession, the session's keep-alive: a session's lease
+// has its session's Remaining) is answered first. It errs early, as the
+// deadline does. 0 once the lease has ended (lost or released).
+func (l *Lease) Remaining() time.Duration {
+	if l.session != nil && l.Err() == nil {
+		return l.session.Remaining()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return 0
+	}
+	return l.c.timeLeft(l.deadline, l.boot)
 }
 
 // Info is the lock as the last reply about this lease described it; but

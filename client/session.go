@@ -263,11 +263,26 @@ func (s *Session) Err() error {
 }
 
 // ExpiresAt is when the session ends without another keep-alive, by the
-// worker's clock, as of the last keep-alive.
+// worker's clock, as of the last keep-alive. The worker's clock is
+// PostgreSQL's, not this host's: for the time left, use Remaining, not
+// time.Until(ExpiresAt()), which mixes the two clocks.
 func (s *Session) ExpiresAt() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.expires
+}
+
+// Remaining is the time left before the session's local deadline, by this
+// host's clocks alone (see Lease): when the session is lost unless a
+// keep-alive is answered first. It errs early, as the deadline does. 0
+// once the session has ended (lost or closed).
+func (s *Session) Remaining() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return 0
+	}
+	return s.c.timeLeft(s.deadline, s.boot)
 }
 
 // Close closes the session: the worker releases every lease it holds and

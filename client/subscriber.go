@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -131,7 +132,9 @@ func (c *Client) Subscriber(ctx context.Context, opts ...SubscribeOption) (*kafk
 		return nil, fmt.Errorf("creating lifecycle subscriber: %w", err)
 	}
 	defer c.ops.Done()
-	cfg := SubscriberConfig{Brokers: c.brokers(), KafkaOpts: c.baseOpts}
+	// Clipped: a SubscribeOption appending to them copies, rather than
+	// write into the client's slices, which every call shares.
+	cfg := SubscriberConfig{Brokers: slices.Clip(c.brokers()), KafkaOpts: slices.Clip(c.baseOpts)}
 	for _, opt := range opts {
 		opt(&cfg)
 	}

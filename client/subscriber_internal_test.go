@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/kafkatest"
@@ -70,4 +71,29 @@ func TestWithContextErr(t *testing.T) {
 	err = withContextErr(ctx, fmt.Errorf("ping: %w", context.DeadlineExceeded))
 	require.Equal(t, "ping: context deadline exceeded", err.Error(), "named once")
 	require.Equal(t, context.DeadlineExceeded, withContextErr(ctx, nil))
+}
+
+// Client.Subscriber hands its options the client's brokers and Kafka
+// options clipped: one appending to them copies, and writes nothing into
+// the client's slices, which concurrent calls share.
+func TestSubscriberOptionsDoNotWriteTheClients(t *testing.T) {
+	clearCredentialsEnv(t)
+	cluster := kafkatest.Cluster(t)
+	c, err := New(context.Background(), Config{Brokers: cluster.ListenAddrs(), Requester: "subscriber-opts", ReadOnly: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	n := len(c.baseOpts)
+	c.baseOpts = append(make([]kgo.Opt, 0, n+1), c.baseOpts...) // room to write into
+	brokers := append(make([]string, 0, len(c.cfg.Brokers)+1), c.cfg.Brokers...)
+	c.cfg.Brokers = brokers
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sub, err := c.Subscriber(ctx, func(cfg *SubscriberConfig) {
+		cfg.KafkaOpts = append(cfg.KafkaOpts, kgo.ClientID("subscriber-opts"))
+		cfg.Brokers = append(cfg.Brokers, cluster.ListenAddrs()[0])
+	})
+	require.NoError(t, err)
+	require.NoError(t, sub.Close())
+	require.Nil(t, c.baseOpts[:n+1][n], "the option wrote into the client's Kafka options")
+	require.Empty(t, brokers[:len(brokers)+1][len(brokers)], "the option wrote into the client's brokers")
 }
