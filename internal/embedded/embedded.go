@@ -69,6 +69,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/omninode/lockworker/internal/kafkalog"
 )
@@ -85,6 +87,24 @@ const (
 // longer one would overflow, to an interval that is negative (NewTicker
 // panics) or short. About 292 years.
 var cleanerOff = strconv.FormatInt(int64(time.Duration(math.MaxInt64)/time.Millisecond), 10)
+
+// versions are kfake's own (every key at its highest, kversion.Stable's
+// features) but Produce capped at v12, which names topics: kfake panics,
+// ending the process, on a Produce v13 naming two topics by IDs it does
+// not know, as a client that learned the IDs before the broker lost its
+// data sends (or two it knows, with an invalid acks). Clients negotiate
+// v12 through ApiVersions; a v13 request is refused by closing the
+// connection, as Kafka refuses an unserved version. Any cap also turns off kfake's model of KAFKA-15591 (a
+// never-written partition refuses an unknown producer's first sequence
+// other than 0), which no released Kafka has.
+func versions() *kversion.Versions {
+	v := kversion.Stable()
+	for k := int16(0); k <= kmsg.MaxKey; k++ {
+		v.SetMaxKeyVersion(k, math.MaxInt16)
+	}
+	v.SetMaxKeyVersion(int16(kmsg.Produce), 12)
+	return v
+}
 
 // Options configures Start.
 type Options struct {
@@ -168,6 +188,7 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	kopts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.ClusterID("lockworker-embedded"),
+		kfake.MaxVersions(versions()),
 		// kfake always listens on 127.0.0.1:<port>; this honours the host
 		// of Addr as well.
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
