@@ -63,7 +63,7 @@ func WithMode(m Mode) AcquireOption {
 // WithLimit makes the lock a counting semaphore of n exclusive holders
 // (1 .. 10,000). Every holder and waiter of a lock must ask for the same
 // limit (else ErrLimitMismatch); a shared acquire takes no limit. Default
-// 1, which 0 means too, as WithLease(0) means the default lease; a limit
+// 1, which 0 means too; a limit
 // out of range is refused before it is sent, as a lease out of range is:
 // an *Error wrapping ErrInvalidRequest.
 // Up to n leases are valid at once (see Lease). An owner takes one place

@@ -98,18 +98,15 @@ func (m *Main) ParseEnv(lookup func(string) (string, bool)) error {
 	// Any other variable set to nothing means unset. This one would start
 	// the embedded development broker instead of reaching Kafka: a
 	// deployment template's missing value would give each replica a broker
-	// of its own, ready and out of every client's reach.
-	var refused []error
+	// of its own, ready and out of every client's reach. Refused alone:
+	// the other checks would take it as unset, and refuse what only the
+	// embedded broker cannot do.
 	if v, set := lookup("KAFKA_BOOTSTRAP_SERVERS"); set && strings.TrimSpace(v) == "" {
-		refused = append(refused, errors.New("KAFKA_BOOTSTRAP_SERVERS: is set but empty (unset it to start the embedded development broker)"))
+		return fmt.Errorf("%w: KAFKA_BOOTSTRAP_SERVERS: is set but empty (unset it to start the embedded development broker)", errRefused)
 	}
 	cfg, err := config.WorkerFromEnv(func(k string) string { v, _ := lookup(k); return v })
 	if err != nil {
-		refused = append(refused, err)
-	}
-	if len(refused) > 0 {
-		// All at once, as WorkerFromEnv reports its own.
-		return fmt.Errorf("%w: %w", errRefused, errors.Join(refused...))
+		return fmt.Errorf("%w: %w", errRefused, err)
 	}
 	m.Config = cfg
 	var out = zerolog.New(m.stderr)
