@@ -275,7 +275,7 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	}
 	if o.limit != 1 {
 		// 1, the default, is left out. One below 0 is refused by validate,
-		// as out of range; 0 reads as not given, as a 0 lease does.
+		// as out of range; 0 reads as not given (the wire's omitempty).
 		cmd.Limit = o.limit
 	}
 	cmd.LockDelay, cmd.MaxHold = o.lockDelay.Seconds(), o.maxHold.Seconds()

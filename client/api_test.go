@@ -24,10 +24,10 @@ func TestWithRLockLeavesTheCallersOptions(t *testing.T) {
 	require.Nil(t, opts[:2][1], "WithRLock wrote into the caller's backing array")
 }
 
-// WithLimit below 1 is refused before sending, as WithLease(-1s) is: an
+// A negative WithLimit is refused before sending, as WithLease(-1s) is: an
 // *Error of INVALID_REQUEST from the contract's own validation. 0 is the
-// default, as a 0 lease is.
-func TestWithLimitBelowOneIsRefused(t *testing.T) {
+// default, 1.
+func TestNegativeWithLimitIsRefused(t *testing.T) {
 	ctx := ctxT(t)
 	c := newClient(t, "limit-below-one")
 	lock := uniq("limit-below-one")
