@@ -70,10 +70,10 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 			}
 			return c.refused(err)
 		}
-		if !c.json {
-			fmt.Fprintf(c.stderr, "lockctl: leader of %s as %s (token %d, value %q); running %s\n",
+		c.printEvent(l.Granted(), func(topics.Event) string {
+			return fmt.Sprintf("lockctl: leader of %s as %s (token %d, value %q); running %s",
 				topics.LockKey(l.Namespace, l.Name), safe(l.Owner), l.Token, l.Value, strings.Join(args, " "))
-		}
+		})
 		// Resigning is releasing the lease: runHolding does it when the
 		// command ends.
 		return c.runHolding(ctx, l.Lease, grace.d, lockDelay.d, args, "LOCKCTL_ELECTION_VALUE="+l.Value)

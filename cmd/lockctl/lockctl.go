@@ -57,7 +57,8 @@ commands:
 flags of every command:
   --brokers host:port,...  (default: KAFKA_BOOTSTRAP_SERVERS, else EMBEDDED_KAFKA_ADDR, 127.0.0.1:9092 by default)
   --namespace NS  --requester NAME (replies on locks.replies.NAME; default lockctl)
-  --timeout 10s (how long to wait for an answer)  --json (machine-readable output)
+  --timeout 10s (how long to wait for an answer)  --json (machine-readable output; run and
+  elect: the grant or refusal event on stderr, their other messages text)
   LOCKWORKER_REPLY_TOPIC_REPLICATION_FACTOR: replicas of the reply topic when
   lockctl creates it (default: the broker's default.replication.factor)
 
@@ -106,6 +107,9 @@ type cli struct {
 	timeout        seconds
 	json           bool
 	cfg            config.Config // environment: config.ClientFromEnv's (brokers, topics, TLS, SASL)
+	// events is where printEvent and refused write: stdout, but run's and
+	// elect's stderr, their stdout being COMMAND's.
+	events io.Writer
 	// stderrMu serializes the lines goroutines write on stderr (warnf,
 	// linef); a command holds it to keep them back until its header is
 	// out.
@@ -132,7 +136,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return exitUsage
 	}
-	c := &cli{stdout: stdout, stderr: stderr, cmd: args[0]}
+	c := &cli{stdout: stdout, stderr: stderr, events: stdout, cmd: args[0]}
 	var do func(context.Context, []string) error
 	fs := flag.NewFlagSet("lockctl "+c.cmd, flag.ContinueOnError)
 	// Parse's errors are told below as any usage error: one line and a
@@ -172,7 +176,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.requester, "requester", "", "requester name: replies come on locks.replies.<requester> (default: the subject of\n$LOCKWORKER_TOKEN or $LOCKWORKER_TOKEN_FILE's token, else lockctl)")
 	c.timeout = seconds{d: 10 * time.Second}
 	fs.Var(&c.timeout, "timeout", "how long to wait for lockworker's answer (not counting --wait): a `duration` or seconds")
-	fs.BoolVar(&c.json, "json", false, "print events as JSON, one per line")
+	jsonHelp := "print events as JSON, one per line"
+	if c.cmd == "run" || c.cmd == "elect" {
+		c.events, jsonHelp = stderr, holderJSONHelp
+	}
+	fs.BoolVar(&c.json, "json", false, jsonHelp)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -465,23 +473,30 @@ func printable(s string) bool {
 	return utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0
 }
 
-// printEvent writes an event: its JSON with --json, else line(ev).
+// holderJSONHelp is run's and elect's --json help.
+const holderJSONHelp = "print the grant (lock.acquired) or the refusal as JSON on stderr, as acquire --json\n" +
+	"prints it on stdout, in place of the \"holding\" or \"leader of\" line (stdout is COMMAND's).\n" +
+	"The queue position is not printed; lockctl's other messages (the lease lost, a release not\n" +
+	"confirmed, errors) stay text on stderr: the client reports them as errors, not events"
+
+// printEvent writes an event on c.events: its JSON with --json, else
+// line(ev).
 func (c *cli) printEvent(ev topics.Event, line func(topics.Event) string) {
 	if c.json {
 		b, _ := ev.Encode()
-		fmt.Fprintln(c.stdout, string(b))
+		fmt.Fprintln(c.events, string(b))
 		return
 	}
-	fmt.Fprintln(c.stdout, line(ev))
+	fmt.Fprintln(c.events, line(ev))
 }
 
-// refused prints a refusal's event with --json (the message goes to stderr
-// in any case) and returns err.
+// refused prints a refusal's event on c.events with --json (the message
+// goes to stderr in any case) and returns err.
 func (c *cli) refused(err error) error {
 	var e *client.Error
 	if c.json && errors.As(err, &e) && e.Event.Type != "" {
 		b, _ := e.Event.Encode()
-		fmt.Fprintln(c.stdout, string(b))
+		fmt.Fprintln(c.events, string(b))
 	}
 	return err
 }

@@ -52,10 +52,10 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if err != nil {
 			return c.refused(err)
 		}
-		if !c.json {
-			fmt.Fprintf(c.stderr, "lockctl: holding %s as %s (token %d, expires %s, kept alive); running %s\n",
+		c.printEvent(l.Granted(), func(topics.Event) string {
+			return fmt.Sprintf("lockctl: holding %s as %s (token %d, expires %s, kept alive); running %s",
 				topics.LockKey(l.Namespace, l.Name), safe(l.Owner), l.Token, l.ExpiresAt().Format(topics.TimeLayout), strings.Join(args, " "))
-		}
+		})
 		return c.runHolding(ctx, l, grace.d, a.lockDelay.d, args)
 	}
 }
