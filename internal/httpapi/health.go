@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/omninode/lockworker/outbox"
@@ -83,10 +84,10 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 			return s.withProbeDB(ctx, func(ctx context.Context) error {
 				n, err := outbox.Parked(ctx, s.cfg.Pool)
 				if err != nil {
-					return err
+					return outage(err)
 				}
 				parked = &n
-				return writable(ctx, s.cfg.Pool)
+				return outage(writable(ctx, s.cfg.Pool))
 			})
 		},
 		"kafka": s.kafka.Ping,
@@ -183,7 +184,26 @@ func (s *server) kafkaHealth(w http.ResponseWriter, r *http.Request) {
 // on it: a pool whose server is gone answers with an error at once, a hung
 // server at the timeout, a read-only one with errReadOnly.
 func (s *server) pingPostgres(ctx context.Context) error {
-	return s.withDB(ctx, func(ctx context.Context) error { return writable(ctx, s.cfg.Pool) })
+	return s.withDB(ctx, func(ctx context.Context) error { return outage(writable(ctx, s.cfg.Pool)) })
+}
+
+// outage leads an error of a PostgreSQL check's round trip with what failed
+// as an operator sees it: "PostgreSQL timed out" (no answer within the
+// check's timeout), "PostgreSQL answered with an error" (one with a
+// SQLSTATE, a refused connection's included), else "PostgreSQL
+// unreachable" (no connection, or it broke). The step that met it
+// ("counting parked outbox rows") would otherwise lead every outage.
+// errReadOnly says it all already; a cancelled request has nobody to tell.
+func outage(err error) error {
+	switch {
+	case err == nil, errors.Is(err, errReadOnly), errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("PostgreSQL timed out: %w", err)
+	case errors.As(err, new(*pgconn.PgError)):
+		return fmt.Errorf("PostgreSQL answered with an error: %w", err)
+	}
+	return fmt.Errorf("PostgreSQL unreachable: %w", err)
 }
 
 // writable fails with errReadOnly when the pool's server refuses writes: a

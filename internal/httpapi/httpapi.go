@@ -87,7 +87,7 @@ func New(cfg Config) http.Handler {
 	if cfg.DBSlots == nil {
 		cfg.DBSlots = NewDBSlots(cfg.Pool.Config().MaxConns)
 	}
-	s := &server{cfg: cfg, db: cfg.DBSlots, kafka: &sharedPing{ping: pingBrokers(cfg.Kafka), timeout: cfg.CheckTimeout}}
+	s := &server{cfg: cfg, db: cfg.DBSlots, kafka: &sharedPing{ping: pingBrokers(cfg.Kafka), timeout: pingTimeout(cfg.CheckTimeout)}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("GET /health/live", s.live)
@@ -95,9 +95,13 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /health/kafka", s.kafkaHealth)
 	mux.HandleFunc("GET /health/locks", s.private(s.locksHealth))
 	mux.HandleFunc("GET /health/metrics", s.summary)
-	// {name...}: lock names may contain "/" (orders/42).
+	// {name...}: lock names may contain "/" (orders/42). Without the
+	// patterns of the bare paths, which answer as /locks/ and /sessions/
+	// (no name: 400), ServeMux would redirect them there (307, text/html).
 	mux.HandleFunc("GET /locks/{name...}", s.private(s.lock))
+	mux.HandleFunc("GET /locks", s.private(s.lock))
 	mux.HandleFunc("GET /sessions/{id...}", s.private(s.session))
+	mux.HandleFunc("GET /sessions", s.private(s.session))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{
 		// A database that does not answer drops its gauges from the scrape;
 		// the rest is still served.

@@ -16,15 +16,24 @@ import (
 // send the brokers as many requests (withDB's slots bound its PostgreSQL
 // reads the same way).
 type sharedPing struct {
-	ping    func(context.Context) error
+	ping func(context.Context) error
+	// timeout bounds each ping: pingTimeout of the checks' timeout.
 	timeout time.Duration
 	flight  singleflight.Group
 }
 
+// pingTimeout is the shared ping's own timeout for checks of timeout
+// check: a twentieth shorter (100 ms of 2 s). The check of the request that
+// starts the ping began a moment before it: with the same timeout that
+// request would always give up first, and report waiting for "the ping
+// under way" rather than the ping's own error.
+func pingTimeout(check time.Duration) time.Duration { return check - check/20 }
+
 // Ping joins the ping under way, or starts one, and waits for its answer
 // until ctx ends. The ping has its own timeout, not the context of the
 // request that started it: a request that gives up does not fail the
-// others.
+// others. It ends before the checks' timeout (pingTimeout), so that each
+// request that waited for all of it gets its answer.
 func (p *sharedPing) Ping(ctx context.Context) error {
 	call := p.flight.DoChan("ping", func() (any, error) {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)

@@ -2,6 +2,9 @@ package httpapi
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -51,4 +54,44 @@ func TestPingSkipsAHungBroker(t *testing.T) {
 	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, ping(ctx), context.DeadlineExceeded)
+}
+
+// TestHungBrokerNamesThePing: with the only broker accepting connections
+// and never answering, the request that started the ping reports the
+// ping's own error, not its own timeout ("waiting for the Kafka ping under
+// way"), and still within the check's timeout.
+func TestHungBrokerNamesThePing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(io.Discard, c) }() // reads, never answers
+		}
+	}()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(ln.Addr().String()))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	e := newEnv(t, nil, hung, func(c *Config) { c.Kafka = cl })
+	for _, path := range []string{"/health/kafka", "/health"} {
+		start := time.Now()
+		var h struct {
+			Check
+			Checks map[string]Check `json:"checks"`
+		}
+		code, body := e.get(path, &h)
+		took := time.Since(start)
+		require.Equal(t, http.StatusServiceUnavailable, code, body)
+		kafka := h.Check
+		if path == "/health" {
+			kafka = h.Checks["kafka"]
+		}
+		require.Equal(t, "pinging 1 Kafka brokers, none answered: context deadline exceeded", kafka.Error, "%s: %s", path, body)
+		require.LessOrEqual(t, kafka.LatencyMS, millis(300*time.Millisecond), path)
+		require.Less(t, took, time.Second, path)
+	}
 }
