@@ -9,7 +9,9 @@
 // from HTTP_ADDR (default :8062) as lockworker reads it
 // (config.HTTPAddrFromEnv), so changing HTTP_ADDR in the container's
 // environment moves both. A path (starting with "/", such as /health/live)
-// is asked there too; anything else is a URL, asked as it is.
+// is asked there too; an http:// or https:// URL is asked as it is. -h (or
+// --help) prints the usage line and exits 0; any other argument is a usage
+// error.
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -26,8 +29,18 @@ import (
 	"github.com/omninode/lockworker/internal/config"
 )
 
+// usage is the command line, printed for -h and after a bad argument.
+const usage = "usage: healthcheck [URL | /path]  (default /health on HTTP_ADDR's port; exit 0 on a 2xx answer, else 1)"
+
+// errHelp is target's answer to -h.
+var errHelp = errors.New("help requested")
+
 func main() {
 	url, err := target(os.Args[1:], os.Getenv)
+	if errors.Is(err, errHelp) {
+		fmt.Println(usage)
+		return
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "healthcheck:", err)
 		os.Exit(1)
@@ -45,10 +58,17 @@ func target(args []string, getenv func(string) string) (string, error) {
 	path := "/health"
 	switch {
 	case len(args) > 1:
-		return "", fmt.Errorf("usage: healthcheck [URL | /path]")
+		return "", fmt.Errorf("%d arguments, one at most\n%s", len(args), usage)
+	case len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help"):
+		return "", errHelp
 	case len(args) == 1 && strings.HasPrefix(args[0], "/"):
 		path = args[0]
 	case len(args) == 1:
+		// Else a flag (-x) or "localhost:8062/health" would be asked as a URL,
+		// failing with "unsupported protocol scheme".
+		if u, err := url.Parse(args[0]); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return "", fmt.Errorf("%q is neither an http:// or https:// URL nor a path starting with /\n%s", args[0], usage)
+		}
 		return args[0], nil
 	}
 	httpAddr, err := config.HTTPAddrFromEnv(getenv)

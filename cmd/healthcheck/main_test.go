@@ -38,6 +38,14 @@ func TestTarget(t *testing.T) {
 		{[]string{"/health/live"}, ":0", "", true},
 		{[]string{"/health/live"}, "8062", "", true},
 		{[]string{"a", "b"}, "", "", true},
+		{[]string{"https://x:1/health"}, "", "https://x:1/health", false},
+		// Neither a URL nor a path: not asked as a URL.
+		{[]string{"-h"}, "", "", true},
+		{[]string{"-x"}, "", "", true},
+		{[]string{"health"}, "", "", true},
+		{[]string{"localhost:8062/health"}, "", "", true},
+		{[]string{"ftp://x/health"}, "", "", true},
+		{[]string{"http:///health"}, "", "", true},
 	}
 	for _, tc := range cases {
 		getenv := func(name string) string {
@@ -100,14 +108,19 @@ func TestExitCode(t *testing.T) {
 	cases := []struct {
 		name, args, httpAddr string
 		want                 int
+		says                 string // in its output
 	}{
-		{"healthy", srv.URL + "/health", "", 0},
-		{"unhealthy", srv.URL + "/other", "", 1},
-		{"no argument, healthy", "", httpAddr, 0},
-		{"path, healthy", "/health", httpAddr, 0},
-		{"path, unhealthy", "/other", httpAddr, 1},
-		{"two arguments", "a b", "", 1},
-		{"HTTP_ADDR not host:port", "", "8062", 1},
+		{"-h", "-h", "", 0, "usage: healthcheck [URL | /path]"},
+		{"--help", "--help", "", 0, "usage: healthcheck [URL | /path]"},
+		{"a flag", "-x", "", 1, `healthcheck: "-x" is neither`},
+		{"not a URL", "health", httpAddr, 1, "usage: healthcheck [URL | /path]"},
+		{"healthy", srv.URL + "/health", "", 0, ""},
+		{"unhealthy", srv.URL + "/other", "", 1, ""},
+		{"no argument, healthy", "", httpAddr, 0, ""},
+		{"path, healthy", "/health", httpAddr, 0, ""},
+		{"path, unhealthy", "/other", httpAddr, 1, ""},
+		{"two arguments", "a b", "", 1, ""},
+		{"HTTP_ADDR not host:port", "", "8062", 1, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,6 +135,9 @@ func TestExitCode(t *testing.T) {
 			}
 			if code != tc.want {
 				t.Errorf("exit code %d, want %d: %s", code, tc.want, out)
+			}
+			if !strings.Contains(string(out), tc.says) {
+				t.Errorf("output %q, want it to say %q", out, tc.says)
 			}
 		})
 	}
