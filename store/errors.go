@@ -65,7 +65,32 @@ var (
 	// again, from another broker or later, cures it), or from another Kafka
 	// cluster, or an earlier one failed back to. Nothing was changed.
 	ErrRetiredTopicID = errors.New("the topic ID read is one the topic had before its current one")
+	// ErrDatabaseEncoding means Open refused the database because its
+	// encoding (server_encoding) is not UTF8 (DatabaseEncodingError). The
+	// connections send and read text as UTF-8 (client_encoding UTF8, which
+	// pgx needs of the simple protocol): another encoding converts it, so a
+	// name stored before as the bytes sent no longer matches the same name
+	// sent now, and a character the encoding lacks is refused; SQL_ASCII
+	// converts nothing, but cannot decode a JSON escape of a non-ASCII
+	// character (\u00e9 in owner_metadata), which fails that command's
+	// batch on every retry (SQLSTATE 0A000, not a data refusal that the
+	// worker quarantines). Only a UTF8 database cures it.
+	ErrDatabaseEncoding = errors.New("the database's encoding is not UTF8")
 )
+
+// DatabaseEncodingError is ErrDatabaseEncoding for one database.
+type DatabaseEncodingError struct {
+	Database, Encoding string // Encoding: its server_encoding
+}
+
+func (e *DatabaseEncodingError) Error() string {
+	return fmt.Sprintf("database %q has encoding %s, and lockworker needs UTF8: create a UTF8 database "+
+		"(createdb -E UTF8 -T template0 NAME, or CREATE DATABASE NAME ENCODING 'UTF8' TEMPLATE template0), "+
+		"move lockworker's tables, if any, to it with every replica stopped (pg_dump -E SQL_ASCII, which keeps the bytes lockworker stored, piped to psql on the new database), "+
+		"and point DATABASE_URL (or POSTGRES_DATABASE) at it", e.Database, e.Encoding)
+}
+
+func (e *DatabaseEncodingError) Is(target error) bool { return target == ErrDatabaseEncoding }
 
 // RetiredTopicIDError is ErrRetiredTopicID for one topic: ID is the ID
 // read, Current the one stored.

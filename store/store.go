@@ -46,7 +46,8 @@ type Config struct {
 	// connection (each host, address and, under sslmode prefer or allow,
 	// with and without TLS) failed for a reason no wait cures: the role or
 	// its password refused (ErrAccessDenied), the database missing and not
-	// creatable (ErrNoDatabase), the server's certificate not verifying,
+	// creatable (ErrNoDatabase), the database not encoded in UTF8
+	// (ErrDatabaseEncoding), the server's certificate not verifying,
 	// the server refusing TLS under sslmode require or verify-*, a TLS
 	// alert from the server, a failed sslcertmode, require_auth or
 	// channel_binding check of pgx; an invalid URL fails at once too.
@@ -191,7 +192,9 @@ type Store struct {
 // Open connects to PostgreSQL. When the database does not exist and the user
 // may create it, it is created; otherwise the error is ErrNoDatabase (and
 // ErrAccessDenied when the user may not create it). A role that cannot log in
-// gives ErrAccessDenied. With cfg.RetryStart, transient failures are retried.
+// gives ErrAccessDenied, a database not encoded in UTF8 ErrDatabaseEncoding
+// (a *DatabaseEncodingError). With cfg.RetryStart, transient failures are
+// retried.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 10
@@ -277,8 +280,10 @@ func connStringError(err error) error {
 }
 
 // connect creates the database if need be (ensureDatabase) and returns a
-// pool that reached it. Its errors are pgx's wrapped, not translated: Open
-// translates them once (translateStart, which sees through the wrapping).
+// pool that reached it, refusing a database not encoded in UTF8
+// (DatabaseEncodingError) before any statement of lockworker's runs there.
+// Its errors are pgx's wrapped, not translated: Open translates them once
+// (translateStart, which sees through the wrapping).
 func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Pool, error) {
 	if err := ensureDatabase(ctx, pcfg.ConnConfig); err != nil {
 		return nil, err
@@ -287,9 +292,14 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 	if err != nil {
 		return nil, fmt.Errorf("opening PostgreSQL pool: %w", err)
 	}
-	if err := pool.Ping(ctx); err != nil {
+	var database, encoding string
+	if err := pool.QueryRow(ctx, "SELECT current_database(), current_setting('server_encoding')").Scan(&database, &encoding); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.User, err)
+	}
+	if encoding != "UTF8" {
+		pool.Close()
+		return nil, &DatabaseEncodingError{Database: database, Encoding: encoding}
 	}
 	return pool, nil
 }
@@ -412,7 +422,9 @@ var liftedTimeouts = []setting{{"statement_timeout", "0"}, {"transaction_timeout
 // refusing the statement otherwise. A server's, database's or role's value
 // would fail such a statement at every retry (ALTER DATABASE ... SET
 // DateStyle = 'SQL, DMY'), and so would the connection string's, which
-// these override too: no other value works.
+// these override too: no other value works. (Hence Open refuses a database
+// not encoded in UTF8, whose server would convert what is sent:
+// ErrDatabaseEncoding.)
 var textFormat = []setting{
 	{"DateStyle", "ISO"}, {"IntervalStyle", "postgres"}, {"bytea_output", "hex"},
 	{"standard_conforming_strings", "on"}, {"client_encoding", "UTF8"},
