@@ -110,3 +110,23 @@ func TestSQLASCIIRefusesJSONEscapes(t *testing.T) {
 	require.ErrorAs(t, err, &pgErr)
 	require.Equal(t, "0A000", pgErr.Code, "%v", err)
 }
+
+// A database Open creates is UTF8, which it requires, even in a cluster
+// whose template1 is not (made in the C locale: SQL_ASCII); in one whose
+// template1 is, it is template1's copy, its locale included.
+func TestCreatedDatabaseIsUTF8(t *testing.T) {
+	testdb.Require(t)
+	require.Equal(t, `CREATE DATABASE "x"`, store.CreateDatabaseSQL("x", "UTF8"))
+	admin, err := pgx.Connect(t.Context(), testdb.URL())
+	require.NoError(t, err)
+	defer admin.Close(context.Background())
+	name := fmt.Sprintf("lwtest_create_%08x", rand.Uint32())
+	if _, err := admin.Exec(t.Context(), store.CreateDatabaseSQL(name, "SQL_ASCII")); err != nil {
+		testdb.SkipMissing(t, "the test user may not create databases (CREATEDB): %v", err)
+	}
+	defer admin.Exec(context.Background(), `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`)
+	var enc, collate string
+	require.NoError(t, admin.QueryRow(t.Context(), `SELECT pg_encoding_to_char(encoding), datcollate FROM pg_database WHERE datname = $1`, name).Scan(&enc, &collate))
+	require.Equal(t, "UTF8", enc)
+	require.Equal(t, "C", collate)
+}

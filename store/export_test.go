@@ -32,3 +32,7 @@ func (s *Store) ProbeConn() *pgx.Conn {
 
 // TranslateStart is Open's and Migrate's translation of an attempt's error.
 func TranslateStart(ctx context.Context, err error) error { return translateStart(ctx, err) }
+
+// CreateDatabaseSQL is the statement ensureDatabase creates a missing
+// database with, given template1's encoding.
+func CreateDatabaseSQL(name, template1 string) string { return createDatabaseSQL(name, template1) }

@@ -462,13 +462,29 @@ func ensureDatabase(ctx context.Context, cc *pgx.ConnConfig) error {
 		return fmt.Errorf("%w: %q, and connecting to database postgres to create it failed: %w", ErrNoDatabase, cc.Database, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{cc.Database}.Sanitize()); err != nil {
+	var template1 string
+	if err := conn.QueryRow(ctx, "SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = 'template1'").Scan(&template1); err != nil {
+		return fmt.Errorf("%w: %q, and reading template1's encoding to create it failed: %w", ErrNoDatabase, cc.Database, err)
+	}
+	if _, err := conn.Exec(ctx, createDatabaseSQL(cc.Database, template1)); err != nil {
 		if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") { // created meanwhile by another process
 			return nil
 		}
 		return fmt.Errorf("%w: %q, and creating it failed: %w", ErrNoDatabase, cc.Database, err)
 	}
 	return nil
+}
+
+// createDatabaseSQL creates database name like template1, whose encoding
+// is template1: in UTF8 from template0 when that is not UTF8 (a cluster
+// made in the C locale has SQL_ASCII), which Open would refuse, with the C
+// collation, valid in any cluster's locale.
+func createDatabaseSQL(name, template1 string) string {
+	sql := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize()
+	if template1 != "UTF8" {
+		sql += " TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+	}
+	return sql
 }
 
 // InTx runs fn in a transaction and commits it. A transient failure (see
