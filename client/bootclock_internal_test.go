@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -114,17 +113,7 @@ func TestSessionPastItsBootDeadlineIsLost(t *testing.T) {
 func TestExtendMovesTheBootDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			return one(granted(cmd, topics.TypeAcquired, 10))
-		case topics.OpExtend:
-			return one(granted(cmd, topics.TypeExtended, 60))
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
-		}
-		return nil
-	})
+	c := fakeWorker(t, leaseAnswers(10, 60).by(nil))
 	suspend := movableBoot(c)
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
@@ -266,41 +255,32 @@ func TestGrantReadPastItsDeadlineIsReturnedLost(t *testing.T) {
 	defer cancel()
 	var skew atomic.Int64 // the suspend, while the command was on its way
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			if cmd.LockName == "late" {
-				skew.Add(int64(time.Minute))
-			}
-			return one(granted(cmd, topics.TypeAcquired, 30))
-		case topics.OpExtend:
+	a := leaseAnswers(30, 30)
+	a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		if cmd.LockName == "late" {
 			skew.Add(int64(time.Minute))
-			return one(granted(cmd, topics.TypeExtended, 30))
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
-		case topics.OpSessionOpen:
-			skew.Add(int64(time.Minute))
-			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
-		case topics.OpSessionClose:
-			return one(sessionEvent(cmd, topics.TypeSessionClosed, 30))
 		}
-		return nil
-	})
+		return one(granted(cmd, topics.TypeAcquired, 30))
+	}
+	a[topics.OpExtend] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		skew.Add(int64(time.Minute))
+		return one(granted(cmd, topics.TypeExtended, 30))
+	}
+	a[topics.OpSessionOpen] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		skew.Add(int64(time.Minute))
+		return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
+	}
+	a[topics.OpSessionClose] = sessionAnswers(topics.TypeSessionClosed, 30)
+	c := fakeWorker(t, a.by(&seen))
 	c.boot = func() time.Duration { return bootClock() + time.Duration(skew.Load()) }
 	lostHere := "the " + bootClockName() + " shows its expiry passed"
 	released := func(start int) topics.Command {
 		t.Helper()
-		seen.mu.Lock()
-		cmds := slices.Clone(seen.cmds[start:])
-		seen.mu.Unlock()
-		for _, cmd := range cmds {
-			if cmd.Operation == topics.OpRelease {
-				return cmd
-			}
+		rels := seen.of(topics.OpRelease, start)
+		if len(rels) == 0 {
+			t.Fatalf("no release among %v", seen.since(start))
 		}
-		t.Fatalf("no release among %v", seen.since(start))
-		return topics.Command{}
+		return rels[0]
 	}
 
 	start := seen.len()
@@ -432,26 +412,19 @@ func grantInASessionPastItsDeadline(t *testing.T, lostFirst bool) {
 	var seen recorder
 	var sess atomic.Pointer[Session]
 	var c *Client
-	c = fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpSessionOpen:
-			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
-		case topics.OpAcquire:
-			skew.Add(int64(time.Minute)) // past the session's 30 s
-			if lostFirst {
-				sess.Load().checkBoot(c.bootNow())
-			}
-			ev := granted(cmd, topics.TypeAcquired, 30)
-			ev.LockInfo.SessionID = cmd.SessionID
-			return one(ev)
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
-		case topics.OpSessionClose:
-			return one(sessionEvent(cmd, topics.TypeSessionClosed, 30))
+	a := leaseAnswers(30, 30)
+	a[topics.OpSessionOpen] = sessionAnswers(topics.TypeSessionOpened, 30)
+	a[topics.OpSessionClose] = sessionAnswers(topics.TypeSessionClosed, 30)
+	a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		skew.Add(int64(time.Minute)) // past the session's 30 s
+		if lostFirst {
+			sess.Load().checkBoot(c.bootNow())
 		}
-		return nil
-	})
+		ev := granted(cmd, topics.TypeAcquired, 30)
+		ev.LockInfo.SessionID = cmd.SessionID
+		return one(ev)
+	}
+	c = fakeWorker(t, a.by(&seen))
 	c.boot = func() time.Duration { return bootClock() + time.Duration(skew.Load()) }
 	s, err := c.NewSession(ctx, 30*time.Second)
 	require.NoError(t, err)
@@ -465,16 +438,9 @@ func grantInASessionPastItsDeadline(t *testing.T, lostFirst bool) {
 	require.ErrorIs(t, err, ErrSessionLost)
 	require.ErrorContains(t, err, "the "+bootClockName()+" shows its expiry passed")
 	require.ErrorIs(t, s.Err(), ErrSessionLost)
-	seen.mu.Lock()
-	cmds := slices.Clone(seen.cmds[start:])
-	seen.mu.Unlock()
-	var rel *topics.Command
-	for _, cmd := range cmds {
-		if cmd.Operation == topics.OpRelease {
-			rel = &cmd
-		}
-	}
-	require.NotNil(t, rel, "not given back: %v", seen.since(start))
+	rels := seen.of(topics.OpRelease, start)
+	require.NotEmpty(t, rels, "not given back: %v", seen.since(start))
+	rel := rels[len(rels)-1]
 	require.NotNil(t, rel.FencingToken, "released by the grant's token")
 	require.Equal(t, int64(1), *rel.FencingToken)
 	c.mu.Lock()
@@ -523,19 +489,14 @@ func TestCampaignGoesOnAfterALateGrant(t *testing.T) {
 	var skew atomic.Int64
 	var acquires atomic.Int32
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			if acquires.Add(1) == 1 {
-				skew.Add(int64(time.Minute)) // the first grant is read late
-			}
-			return one(granted(cmd, topics.TypeAcquired, 30))
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
+	a := leaseAnswers(30, 30)
+	a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		if acquires.Add(1) == 1 {
+			skew.Add(int64(time.Minute)) // the first grant is read late
 		}
-		return nil
-	})
+		return one(granted(cmd, topics.TypeAcquired, 30))
+	}
+	c := fakeWorker(t, a.by(&seen))
 	c.boot = func() time.Duration { return bootClock() + time.Duration(skew.Load()) }
 	ld, err := NewElection(c, "leader").Campaign(ctx, "me")
 	require.NoError(t, err)
@@ -553,18 +514,13 @@ func TestCampaignReturnsAGrantLateByTheMonotonicClock(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			ev := granted(cmd, topics.TypeAcquired, 30)
-			ev.LockInfo.ExpiresAt = topics.NewTimePtr(ev.OccurredAt.Add(-time.Second)) // over when read
-			return one(ev)
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
-		}
-		return nil
-	})
+	a := leaseAnswers(30, 30)
+	a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		ev := granted(cmd, topics.TypeAcquired, 30)
+		ev.LockInfo.ExpiresAt = topics.NewTimePtr(ev.OccurredAt.Add(-time.Second)) // over when read
+		return one(ev)
+	}
+	c := fakeWorker(t, a.by(&seen))
 	ld, err := NewElection(c, "leader").Campaign(ctx, "me")
 	require.Nil(t, ld)
 	require.ErrorIs(t, err, ErrLeaseLost)
@@ -581,17 +537,12 @@ func TestCampaignStopsAfterThreeLateGrants(t *testing.T) {
 	defer cancel()
 	var skew atomic.Int64
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			skew.Add(int64(time.Minute)) // every grant read late
-			return one(granted(cmd, topics.TypeAcquired, 30))
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
-		}
-		return nil
-	})
+	a := leaseAnswers(30, 30)
+	a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		skew.Add(int64(time.Minute)) // every grant read late
+		return one(granted(cmd, topics.TypeAcquired, 30))
+	}
+	c := fakeWorker(t, a.by(&seen))
 	c.boot = func() time.Duration { return bootClock() + time.Duration(skew.Load()) }
 	ld, err := NewElection(c, "leader").Campaign(ctx, "me")
 	require.Nil(t, ld)
@@ -792,14 +743,8 @@ func TestKeepAliveInFlightWhenLostClosesTheSession(t *testing.T) {
 // sessionsOnly is a client whose stand-in worker opens and closes 30 s
 // sessions and records every command in seen.
 func sessionsOnly(t *testing.T, seen *recorder) *Client {
-	return fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpSessionOpen:
-			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
-		case topics.OpSessionClose:
-			return one(sessionEvent(cmd, topics.TypeSessionClosed, 30))
-		}
-		return nil
-	})
+	return fakeWorker(t, answers{
+		topics.OpSessionOpen:  sessionAnswers(topics.TypeSessionOpened, 30),
+		topics.OpSessionClose: sessionAnswers(topics.TypeSessionClosed, 30),
+	}.by(seen))
 }

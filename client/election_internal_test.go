@@ -43,21 +43,16 @@ func TestCampaignGoesOnAfterAGrantEndedFirst(t *testing.T) {
 	defer cancel()
 	var acquires atomic.Int32
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			if acquires.Add(1) == 1 {
-				return endedFirst(cmd, topics.TypeExpired, 1)
-			}
-			g := granted(cmd, topics.TypeAcquired, 30)
-			g.LockInfo.FencingToken = 2
-			return one(g)
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
+	a := leaseAnswers(30, 30)
+	a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		if acquires.Add(1) == 1 {
+			return endedFirst(cmd, topics.TypeExpired, 1)
 		}
-		return nil
-	})
+		g := granted(cmd, topics.TypeAcquired, 30)
+		g.LockInfo.FencingToken = 2
+		return one(g)
+	}
+	c := fakeWorker(t, a.by(&seen))
 	ld, err := NewElection(c, "leader").Campaign(ctx, "me")
 	require.NoError(t, err)
 	require.NoError(t, ld.Err(), "a Leadership lost already")

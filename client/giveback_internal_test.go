@@ -35,33 +35,23 @@ func TestLostLeaseReleasedWhileClosing(t *testing.T) {
 	defer cancel()
 	released := make(chan topics.Command, 1)
 	var client atomic.Pointer[Client]
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			return one(granted(cmd, topics.TypeAcquired, 60))
-		case topics.OpExtend:
-			return one(granted(cmd, topics.TypeExtended, 0))
-		case topics.OpRelease:
-			select {
-			case <-client.Load().closing.Done(): // Close has begun
-			case <-ctx.Done():
-				return nil
-			}
-			deliver(ctx, released, cmd)
-			return one(releasedEvent(cmd))
+	a := leaseAnswers(60, 0)
+	a[topics.OpRelease] = func(ctx context.Context, cmd topics.Command) []topics.Event {
+		select {
+		case <-client.Load().closing.Done(): // Close has begun
+		case <-ctx.Done():
+			return nil
 		}
-		return nil
-	})
+		deliver(ctx, released, cmd)
+		return one(releasedEvent(cmd))
+	}
+	c := fakeWorker(t, a.by(nil))
 	client.Store(c)
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
 	extended := make(chan error, 1)
 	go func() { extended <- l.Extend(ctx, time.Minute) }()
-	select {
-	case <-l.Lost():
-	case <-ctx.Done():
-		t.Fatal("the lease is not lost")
-	}
+	awaitLost(t, ctx, l.Lost(), "the lease is not lost")
 	require.NoError(t, c.Close())
 	select {
 	case cmd := <-released:
@@ -104,6 +94,19 @@ func (r *recorder) since(i int) []string {
 	return ops
 }
 
+// of is the commands of operation op seen from the i-th on.
+func (r *recorder) of(op string, i int) []topics.Command {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var cmds []topics.Command
+	for _, cmd := range r.cmds[min(i, len(r.cmds)):] {
+		if cmd.Operation == op {
+			cmds = append(cmds, cmd)
+		}
+	}
+	return cmds
+}
+
 func (r *recorder) len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -125,33 +128,27 @@ func TestLostLeaseReleasedOnce(t *testing.T) {
 	sent := make(chan struct{}, 1)
 	var first string
 	var releases int
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			return one(granted(cmd, topics.TypeAcquired, 60))
-		case topics.OpExtend:
-			switch {
-			case first == "":
-				first = cmd.RequestID
-				sent <- struct{}{}
-				return nil
-			case cmd.RequestID == first:
-				return nil // sent again; answered already
-			case releases == 0:
-				ev := granted(cmd, topics.TypeExtended, 0)
-				ev.RequestID = first
-				return one(ev)
-			}
-			return one(granted(cmd, topics.TypeExtended, 0))
-		case topics.OpRelease:
-			releases++
-			return one(releasedEvent(cmd))
-		case topics.OpQuery:
-			return one(statusEvent(cmd))
+	a := leaseAnswers(60, 0)
+	a[topics.OpExtend] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		switch {
+		case first == "":
+			first = cmd.RequestID
+			sent <- struct{}{}
+			return nil
+		case cmd.RequestID == first:
+			return nil // sent again; answered already
+		case releases == 0:
+			ev := granted(cmd, topics.TypeExtended, 0)
+			ev.RequestID = first
+			return one(ev)
 		}
-		return nil
-	})
+		return one(granted(cmd, topics.TypeExtended, 0))
+	}
+	a[topics.OpRelease] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		releases++
+		return one(releasedEvent(cmd))
+	}
+	c := fakeWorker(t, a.by(&seen))
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
 	errs := make(chan error, 2)
@@ -164,17 +161,12 @@ func TestLostLeaseReleasedOnce(t *testing.T) {
 	require.ErrorIs(t, l.Err(), ErrLeaseLost)
 	_, err = c.Query(ctx, "marker")
 	require.NoError(t, err)
-	seen.mu.Lock()
-	defer seen.mu.Unlock()
-	var ids []string
-	for _, cmd := range seen.cmds {
-		if cmd.Operation == topics.OpRelease {
-			ids = append(ids, cmd.RequestID)
-			require.Equal(t, l.Token, *cmd.FencingToken)
-		}
+	rels := seen.of(topics.OpRelease, 0)
+	require.Len(t, rels, 2)
+	for _, rel := range rels {
+		require.Equal(t, l.Token, *rel.FencingToken)
 	}
-	require.Len(t, ids, 2)
-	require.Equal(t, ids[0], ids[1], "the second release is the first again")
+	require.Equal(t, rels[0].RequestID, rels[1].RequestID, "the second release is the first again")
 }
 
 // An extension answered after the lease's local deadline already lost it
@@ -195,27 +187,21 @@ func TestLostLeaseReleasedAfterItsDeadline(t *testing.T) {
 			defer cancel()
 			var seen recorder
 			lost := make(chan struct{})
-			c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-				seen.add(cmd)
-				switch cmd.Operation {
-				case topics.OpAcquire:
-					ev := granted(cmd, topics.TypeAcquired, 60)
-					ev.LockInfo.ExpiresAt = topics.NewTimePtr(ev.OccurredAt.Add(300 * time.Millisecond))
-					return one(ev)
-				case topics.OpExtend:
-					select {
-					case <-lost:
-					case <-ctx.Done():
-						return nil
-					}
-					return one(granted(cmd, topics.TypeExtended, tc.lease))
-				case topics.OpRelease:
-					return one(releasedEvent(cmd))
-				case topics.OpQuery:
-					return one(statusEvent(cmd))
+			a := leaseAnswers(60, tc.lease)
+			a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+				ev := granted(cmd, topics.TypeAcquired, 60)
+				ev.LockInfo.ExpiresAt = topics.NewTimePtr(ev.OccurredAt.Add(300 * time.Millisecond))
+				return one(ev)
+			}
+			a[topics.OpExtend] = func(ctx context.Context, cmd topics.Command) []topics.Event {
+				select {
+				case <-lost:
+				case <-ctx.Done():
+					return nil
 				}
-				return nil
-			})
+				return one(granted(cmd, topics.TypeExtended, tc.lease))
+			}
+			c := fakeWorker(t, a.by(&seen))
 			l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 			require.NoError(t, err)
 			start := seen.len()
@@ -246,24 +232,16 @@ func TestLeaseEndedByTheWorkerReleasedByToken(t *testing.T) {
 	var seen recorder
 	var client atomic.Pointer[Client]
 	var lease atomic.Pointer[Lease]
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			return one(granted(cmd, topics.TypeAcquired, 60))
-		case topics.OpExtend:
-			if l := lease.Load(); l != nil && l.Err() == nil {
-				info := l.Info()
-				client.Load().route(topics.Event{Type: topics.TypeRevoked, LockInfo: &info, OccurredAt: topics.Time{Time: time.Now()}, Reason: "ops"})
-			}
-			return one(granted(cmd, topics.TypeExtended, 0))
-		case topics.OpRelease:
-			return one(rejectedEvent(cmd, topics.CodeNotHeld))
-		case topics.OpQuery:
-			return one(statusEvent(cmd))
+	a := leaseAnswers(60, 0)
+	a[topics.OpExtend] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		if l := lease.Load(); l != nil && l.Err() == nil {
+			info := l.Info()
+			client.Load().route(topics.Event{Type: topics.TypeRevoked, LockInfo: &info, OccurredAt: topics.Time{Time: time.Now()}, Reason: "ops"})
 		}
-		return nil
-	})
+		return one(granted(cmd, topics.TypeExtended, 0))
+	}
+	a[topics.OpRelease] = answerWith(func(cmd topics.Command) topics.Event { return rejectedEvent(cmd, topics.CodeNotHeld) })
+	c := fakeWorker(t, a.by(&seen))
 	client.Store(c)
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
@@ -274,12 +252,9 @@ func TestLeaseEndedByTheWorkerReleasedByToken(t *testing.T) {
 	_, err = c.Query(ctx, "marker")
 	require.NoError(t, err)
 	require.Equal(t, []string{topics.OpExtend, topics.OpRelease, topics.OpQuery}, slices.Compact(seen.since(start)))
-	seen.mu.Lock()
-	cmds := slices.Clone(seen.cmds[start:])
-	seen.mu.Unlock()
-	i := slices.IndexFunc(cmds, func(c topics.Command) bool { return c.Operation == topics.OpRelease })
-	require.GreaterOrEqual(t, i, 0)
-	rel := cmds[i]
+	rels := seen.of(topics.OpRelease, start)
+	require.NotEmpty(t, rels)
+	rel := rels[0]
 	require.Equal(t, l.Owner, rel.OwnerID)
 	require.NotNil(t, rel.FencingToken)
 	require.Equal(t, l.Token, *rel.FencingToken)
@@ -301,33 +276,27 @@ func TestLostLeaseLeftToItsRelease(t *testing.T) {
 	var seen recorder
 	releasing := make(chan topics.Command, 1)
 	var marked bool
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			return one(granted(cmd, topics.TypeAcquired, 60))
-		case topics.OpExtend:
-			return one(granted(cmd, topics.TypeExtended, 0))
-		case topics.OpRelease:
-			if marked {
-				return one(releasedEvent(cmd))
-			}
-			select {
-			case releasing <- cmd: // the first time (Release sends again after ReplyTimeout)
-			default:
-			}
-			return nil
-		case topics.OpQuery:
-			marked = true
-			select {
-			case rel := <-releasing:
-				return []topics.Event{releasedEvent(rel), statusEvent(cmd)}
-			case <-ctx.Done():
-				return nil
-			}
+	a := leaseAnswers(60, 0)
+	a[topics.OpRelease] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		if marked {
+			return one(releasedEvent(cmd))
+		}
+		select {
+		case releasing <- cmd: // the first time (Release sends again after ReplyTimeout)
+		default:
 		}
 		return nil
-	})
+	}
+	a[topics.OpQuery] = func(ctx context.Context, cmd topics.Command) []topics.Event {
+		marked = true
+		select {
+		case rel := <-releasing:
+			return []topics.Event{releasedEvent(rel), statusEvent(cmd)}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	c := fakeWorker(t, a.by(&seen))
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
 	released := make(chan error, 1)
@@ -339,17 +308,10 @@ func TestLostLeaseLeftToItsRelease(t *testing.T) {
 	_, err = c.Query(ctx, "marker")
 	require.NoError(t, err)
 	require.NoError(t, <-released, "the worker released the lease for Release")
-	seen.mu.Lock()
-	defer seen.mu.Unlock()
-	var ids []string
-	for _, cmd := range seen.cmds {
-		if cmd.Operation == topics.OpRelease {
-			ids = append(ids, cmd.RequestID)
-		}
-	}
-	require.NotEmpty(t, ids)
-	for _, id := range ids {
-		require.Equal(t, ids[0], id, "a release other than Release's")
+	rels := seen.of(topics.OpRelease, 0)
+	require.NotEmpty(t, rels)
+	for _, rel := range rels {
+		require.Equal(t, rels[0].RequestID, rel.RequestID, "a release other than Release's")
 	}
 }
 
@@ -365,24 +327,15 @@ func TestSharedLeaseNotReleased(t *testing.T) {
 	defer cancel()
 	var seen recorder
 	var held bool
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			if held {
-				return one(granted(cmd, topics.TypeAcquired, 60))
-			}
-			held = true
-			return []topics.Event{queuedEvent(cmd), granted(cmd, topics.TypeAcquired, 60)}
-		case topics.OpExtend:
-			return one(granted(cmd, topics.TypeExtended, 0))
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
-		case topics.OpQuery:
-			return one(statusEvent(cmd))
+	a := leaseAnswers(60, 0)
+	a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		if held {
+			return one(granted(cmd, topics.TypeAcquired, 60))
 		}
-		return nil
-	})
+		held = true
+		return []topics.Event{queuedEvent(cmd), granted(cmd, topics.TypeAcquired, 60)}
+	}
+	c := fakeWorker(t, a.by(&seen))
 	first, err := c.Acquire(ctx, "job", WithOwner("o"), WithoutKeepAlive())
 	require.NoError(t, err)
 	renewal, err := c.Acquire(ctx, "job", WithOwner("o"), WithoutKeepAlive())
@@ -413,33 +366,27 @@ func TestLostLeaseNotReleasedWhileRenewing(t *testing.T) {
 	var seen recorder
 	var held bool
 	renewing := make(chan topics.Command, 1)
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			if held {
-				select {
-				case renewing <- cmd: // the first time (sent again after ReplyTimeout)
-				default:
-				}
-				return nil
-			}
-			held = true
-			return []topics.Event{queuedEvent(cmd), granted(cmd, topics.TypeAcquired, 60)}
-		case topics.OpExtend:
-			return one(granted(cmd, topics.TypeExtended, 0))
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
-		case topics.OpQuery:
+	a := leaseAnswers(60, 0)
+	a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		if held {
 			select {
-			case acq := <-renewing:
-				return []topics.Event{granted(acq, topics.TypeAcquired, 60), statusEvent(cmd)}
-			case <-ctx.Done():
-				return nil
+			case renewing <- cmd: // the first time (sent again after ReplyTimeout)
+			default:
 			}
+			return nil
 		}
-		return nil
-	})
+		held = true
+		return []topics.Event{queuedEvent(cmd), granted(cmd, topics.TypeAcquired, 60)}
+	}
+	a[topics.OpQuery] = func(ctx context.Context, cmd topics.Command) []topics.Event {
+		select {
+		case acq := <-renewing:
+			return []topics.Event{granted(acq, topics.TypeAcquired, 60), statusEvent(cmd)}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	c := fakeWorker(t, a.by(&seen))
 	first, err := c.Acquire(ctx, "job", WithOwner("o"), WithoutKeepAlive())
 	require.NoError(t, err)
 	start := seen.len()
@@ -481,36 +428,29 @@ func TestRefusedGrantWrongToken(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
-	c, _ := fakeWorkerWith(t, patient, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			ev := granted(cmd, topics.TypeAcquired, 0)
-			ev.LockInfo.FencingToken = 7
-			if cmd.OwnerID == "x" {
-				return []topics.Event{queuedEvent(cmd), ev}
-			}
-			return one(ev)
-		case topics.OpRelease:
-			if cmd.FencingToken != nil {
-				return one(rejectedEvent(cmd, topics.CodeTokenMismatch))
-			}
-			return one(releasedEvent(cmd))
-		case topics.OpQuery:
-			return one(statusEvent(cmd))
+	a := leaseAnswers(0, 0)
+	a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		ev := granted(cmd, topics.TypeAcquired, 0)
+		ev.LockInfo.FencingToken = 7
+		if cmd.OwnerID == "x" {
+			return []topics.Event{queuedEvent(cmd), ev}
 		}
-		return nil
-	})
+		return one(ev)
+	}
+	a[topics.OpRelease] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		if cmd.FencingToken != nil {
+			return one(rejectedEvent(cmd, topics.CodeTokenMismatch))
+		}
+		return one(releasedEvent(cmd))
+	}
+	c, _ := fakeWorkerWith(t, patient, a.by(&seen))
 	releases := func(start int) []*int64 {
 		t.Helper()
-		seen.mu.Lock()
-		defer seen.mu.Unlock()
+		acquire := seen.of(topics.OpAcquire, start)[0]
 		var tokens []*int64
-		for _, cmd := range seen.cmds[start:] {
-			if cmd.Operation == topics.OpRelease {
-				require.Equal(t, seen.cmds[start].OwnerID, cmd.OwnerID, "the acquire's owner")
-				tokens = append(tokens, cmd.FencingToken)
-			}
+		for _, cmd := range seen.of(topics.OpRelease, start) {
+			require.Equal(t, acquire.OwnerID, cmd.OwnerID, "the acquire's owner")
+			tokens = append(tokens, cmd.FencingToken)
 		}
 		return tokens
 	}
@@ -540,18 +480,7 @@ func TestRefusedGrantWithOwnerNotReleased(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			return one(granted(cmd, topics.TypeAcquired, 0))
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
-		case topics.OpQuery:
-			return one(statusEvent(cmd))
-		}
-		return nil
-	})
+	c := fakeWorker(t, leaseAnswers(0, 0).by(&seen))
 	_, err := c.Acquire(ctx, "job", WithOwner("x"))
 	require.ErrorContains(t, err, "lock.acquired with lease_duration 0")
 	_, err = c.Query(ctx, "marker")
@@ -567,28 +496,17 @@ func TestExtendLostLeaseNotSent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			ev := granted(cmd, topics.TypeAcquired, 60)
-			ev.LockInfo.ExpiresAt = topics.NewTimePtr(ev.OccurredAt.Add(200 * time.Millisecond))
-			return one(ev)
-		case topics.OpExtend:
-			return one(granted(cmd, topics.TypeExtended, 60))
-		case topics.OpQuery:
-			return one(statusEvent(cmd))
-		}
-		return nil
-	})
+	a := leaseAnswers(60, 60)
+	a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		ev := granted(cmd, topics.TypeAcquired, 60)
+		ev.LockInfo.ExpiresAt = topics.NewTimePtr(ev.OccurredAt.Add(200 * time.Millisecond))
+		return one(ev)
+	}
+	c := fakeWorker(t, a.by(&seen))
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
 	start := seen.len()
-	select {
-	case <-l.Lost():
-	case <-ctx.Done():
-		t.Fatal("the lease is not lost")
-	}
+	awaitLost(t, ctx, l.Lost(), "the lease is not lost")
 	err = l.Extend(ctx, time.Minute)
 	require.ErrorIs(t, err, ErrLeaseLost)
 	require.ErrorIs(t, err, l.Err())
@@ -609,26 +527,17 @@ func TestReleaseDuringGiveBackReturnsLoss(t *testing.T) {
 	var seen recorder
 	givingBack := make(chan struct{}, 1)
 	answer := make(chan struct{})
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			return one(granted(cmd, topics.TypeAcquired, 60))
-		case topics.OpExtend:
-			return one(granted(cmd, topics.TypeExtended, 0))
-		case topics.OpRelease:
-			deliver(ctx, givingBack, struct{}{})
-			select {
-			case <-answer:
-			case <-ctx.Done():
-				return nil
-			}
-			return one(releasedEvent(cmd))
-		case topics.OpQuery:
-			return one(statusEvent(cmd))
+	a := leaseAnswers(60, 0)
+	a[topics.OpRelease] = func(ctx context.Context, cmd topics.Command) []topics.Event {
+		deliver(ctx, givingBack, struct{}{})
+		select {
+		case <-answer:
+		case <-ctx.Done():
+			return nil
 		}
-		return nil
-	})
+		return one(releasedEvent(cmd))
+	}
+	c := fakeWorker(t, a.by(&seen))
 	c.cfg.ReplyTimeout = 20 * time.Second // the give-back holds the slot until answered
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
@@ -659,13 +568,7 @@ func TestReleaseDuringGiveBackReturnsLoss(t *testing.T) {
 	require.ErrorContains(t, <-extended, "lock.extended with lease_duration 0")
 	_, err = c.Query(ctx, "marker")
 	require.NoError(t, err)
-	var releases int
-	for _, op := range seen.since(0) {
-		if op == topics.OpRelease {
-			releases++
-		}
-	}
-	require.Equal(t, 1, releases, "only the give-back's release is sent")
+	require.Len(t, seen.of(topics.OpRelease, 0), 1, "only the give-back's release is sent")
 }
 
 // A lease lost to an extension answered outside the contract while a
@@ -681,20 +584,7 @@ func TestGiveBackWaitsForReleaseFindingTheLoss(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			return one(granted(cmd, topics.TypeAcquired, 60))
-		case topics.OpExtend:
-			return one(granted(cmd, topics.TypeExtended, 0))
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
-		case topics.OpQuery:
-			return one(statusEvent(cmd))
-		}
-		return nil
-	})
+	c := fakeWorker(t, leaseAnswers(60, 0).by(&seen))
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
 	start := seen.len()
@@ -703,11 +593,7 @@ func TestGiveBackWaitsForReleaseFindingTheLoss(t *testing.T) {
 	go func() { released <- l.Release(ctx) }()
 	extended := make(chan error, 1)
 	go func() { extended <- l.Extend(ctx, time.Minute) }()
-	select {
-	case <-l.Lost():
-	case <-ctx.Done():
-		t.Fatal("the lease is not lost")
-	}
+	awaitLost(t, ctx, l.Lost(), "the lease is not lost")
 	select {
 	case err := <-extended:
 		t.Fatalf("Extend returned while a Release that sends nothing held the slot: %v", err)
@@ -731,14 +617,10 @@ func TestGiveBackWaitsForReleaseFindingTheLoss(t *testing.T) {
 	_, err = c.Query(ctx, "marker")
 	require.NoError(t, err)
 	require.Equal(t, []string{topics.OpExtend, topics.OpRelease, topics.OpQuery}, slices.Compact(seen.since(start)))
-	seen.mu.Lock()
-	defer seen.mu.Unlock()
-	for _, cmd := range seen.cmds[start:] {
-		if cmd.Operation == topics.OpRelease {
-			require.Equal(t, l.Owner, cmd.OwnerID)
-			require.NotNil(t, cmd.FencingToken)
-			require.Equal(t, l.Token, *cmd.FencingToken)
-		}
+	for _, cmd := range seen.of(topics.OpRelease, start) {
+		require.Equal(t, l.Owner, cmd.OwnerID)
+		require.NotNil(t, cmd.FencingToken)
+		require.Equal(t, l.Token, *cmd.FencingToken)
 	}
 }
 
@@ -750,17 +632,13 @@ func TestGiveBackWaitsForReleaseFindingTheLoss(t *testing.T) {
 func TestReleaseAnsweredWithdrawnIsNotHeld(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			return one(granted(cmd, topics.TypeAcquired, 30))
-		case topics.OpRelease:
-			ev := topics.NewEvent(topics.TypeWithdrawn, cmd.Operation, cmd.RequestID, time.Now())
-			ev.LockInfo = &topics.LockInfo{Namespace: cmd.Namespace, LockName: cmd.LockName, OwnerID: cmd.OwnerID, Status: topics.StatusAcquired}
-			return one(ev)
-		}
-		return nil
-	})
+	a := leaseAnswers(30, 0)
+	a[topics.OpRelease] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		ev := topics.NewEvent(topics.TypeWithdrawn, cmd.Operation, cmd.RequestID, time.Now())
+		ev.LockInfo = &topics.LockInfo{Namespace: cmd.Namespace, LockName: cmd.LockName, OwnerID: cmd.OwnerID, Status: topics.StatusAcquired}
+		return one(ev)
+	}
+	c := fakeWorker(t, a.by(nil))
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
 	err = l.Release(ctx)
@@ -780,16 +658,10 @@ func TestSessionCloseAfterARefusedClose(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpSessionOpen:
-			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
-		case topics.OpSessionClose:
-			return one(rejectedEvent(cmd, topics.CodeSessionNotFound))
-		}
-		return nil
-	})
+	c := fakeWorker(t, answers{
+		topics.OpSessionOpen:  sessionAnswers(topics.TypeSessionOpened, 30),
+		topics.OpSessionClose: answerWith(func(cmd topics.Command) topics.Event { return rejectedEvent(cmd, topics.CodeSessionNotFound) }),
+	}.by(&seen))
 	s, err := c.NewSession(ctx, 30*time.Second)
 	require.NoError(t, err)
 	require.ErrorIs(t, s.Close(ctx), ErrSessionNotFound)
@@ -808,20 +680,9 @@ func TestExtensionRefusedGivesBackAHeldLease(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			return one(granted(cmd, topics.TypeAcquired, 60))
-		case topics.OpExtend:
-			return one(rejectedEvent(cmd, cmd.LockName))
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
-		case topics.OpQuery:
-			return one(statusEvent(cmd))
-		}
-		return nil
-	})
+	a := leaseAnswers(60, 0)
+	a[topics.OpExtend] = answerWith(func(cmd topics.Command) topics.Event { return rejectedEvent(cmd, cmd.LockName) })
+	c := fakeWorker(t, a.by(&seen))
 	for code, givenBack := range map[string]bool{
 		topics.CodeRequestIDConflict:  true,
 		topics.CodeInvalidRequest:     true,

@@ -146,6 +146,63 @@ func sessionEvent(cmd topics.Command, typ string, ttl float64) topics.Event {
 	return ev
 }
 
+// answers is a stand-in worker's answer by operation, for fakeWorker
+// through by: a test changes or adds the operations its point is about and
+// leaves the rest as they come. An operation it lacks gets no answer.
+type answers map[string]func(ctx context.Context, cmd topics.Command) []topics.Event
+
+// by answers each command as a says, recording it in seen first (unless
+// seen is nil).
+func (a answers) by(seen *recorder) func(context.Context, topics.Command) []topics.Event {
+	return func(ctx context.Context, cmd topics.Command) []topics.Event {
+		if seen != nil {
+			seen.add(cmd)
+		}
+		if answer := a[cmd.Operation]; answer != nil {
+			return answer(ctx, cmd)
+		}
+		return nil
+	}
+}
+
+// answerWith answers each command with the one event ev makes of it.
+func answerWith(ev func(cmd topics.Command) topics.Event) func(context.Context, topics.Command) []topics.Event {
+	return func(_ context.Context, cmd topics.Command) []topics.Event { return one(ev(cmd)) }
+}
+
+// grants answers each command with granted's event of typ and lease.
+func grants(typ string, lease float64) func(context.Context, topics.Command) []topics.Event {
+	return answerWith(func(cmd topics.Command) topics.Event { return granted(cmd, typ, lease) })
+}
+
+// sessionAnswers answers each command with sessionEvent's event of typ and ttl.
+func sessionAnswers(typ string, ttl float64) func(context.Context, topics.Command) []topics.Event {
+	return answerWith(func(cmd topics.Command) topics.Event { return sessionEvent(cmd, typ, ttl) })
+}
+
+// leaseAnswers grants each acquire for acquire seconds and each extension
+// for extend (0: outside the contract), releases, and answers a query (the
+// tests' marker query) with lock.status.
+func leaseAnswers(acquire, extend float64) answers {
+	return answers{
+		topics.OpAcquire: grants(topics.TypeAcquired, acquire),
+		topics.OpExtend:  grants(topics.TypeExtended, extend),
+		topics.OpRelease: answerWith(releasedEvent),
+		topics.OpQuery:   answerWith(statusEvent),
+	}
+}
+
+// awaitLost waits for lost (a Lease's or a Session's Lost) to close, and
+// fails the test, saying why, if ctx ends first.
+func awaitLost(t *testing.T, ctx context.Context, lost <-chan struct{}, why string, args ...any) {
+	t.Helper()
+	select {
+	case <-lost:
+	case <-ctx.Done():
+		t.Fatalf(why, args...)
+	}
+}
+
 // A reply whose session ttl or lease_duration is outside the contract's
 // range (0 here, which once panicked the session's keep-alive ticker and
 // made a lease's keep-alive spin), or max_hold (past a time.Duration, which
