@@ -261,24 +261,14 @@ func TestUndecodableReply(t *testing.T) {
 				return reshaped(typ, v)
 			}
 			return v
-		})}, func(ctx context.Context, cmd topics.Command) []topics.Event {
-			switch cmd.Operation {
-			case topics.OpAcquire:
-				return one(granted(cmd, topics.TypeAcquired, 60))
-			case topics.OpRelease:
-				deliver(ctx, released, cmd)
-				return one(releasedEvent(cmd))
-			}
-			return nil
-		})
+		})}, answers{
+			topics.OpAcquire: grants(topics.TypeAcquired, 60),
+			topics.OpRelease: delivering(released, answerWith(releasedEvent)),
+		}.by(nil))
 		_, err := c.Acquire(ctx, "later")
 		require.ErrorContains(t, err, "acquire answered lock.acquired of v 2, and this client reads v 1: upgrade it")
-		select {
-		case cmd := <-released:
-			require.Equal(t, "later", cmd.LockName)
-		case <-ctx.Done():
-			t.Fatal("the undecodable grant of a later version is not given back")
-		}
+		cmd := await(t, ctx, released, "the undecodable grant of a later version is not given back")
+		require.Equal(t, "later", cmd.LockName)
 	})
 	t.Run("of this version", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -462,26 +452,16 @@ func TestUndecodableQueuedWithdrawn(t *testing.T) {
 					return tc.edit(v)
 				}
 				return v
-			})}, func(ctx context.Context, cmd topics.Command) []topics.Event {
-				switch cmd.Operation {
-				case topics.OpAcquire:
-					return one(queuedEvent(cmd))
-				case topics.OpRelease:
-					deliver(ctx, released, cmd)
-					return one(releasedEvent(cmd))
-				}
-				return nil
-			})
+			})}, answers{
+				topics.OpAcquire: answerWith(queuedEvent),
+				topics.OpRelease: delivering(released, answerWith(releasedEvent)),
+			}.by(nil))
 			_, err := c.Acquire(ctx, "q", WithOwner("shared-owner"), WithWait(10*time.Second))
 			require.ErrorIs(t, err, ErrUndecodableReply)
 			require.ErrorContains(t, err, tc.says)
-			select {
-			case cmd := <-released:
-				require.Equal(t, "q", cmd.LockName)
-				require.Equal(t, "shared-owner", cmd.OwnerID)
-			case <-ctx.Done():
-				t.Fatal("the queued acquire is not withdrawn")
-			}
+			cmd := await(t, ctx, released, "the queued acquire is not withdrawn")
+			require.Equal(t, "q", cmd.LockName)
+			require.Equal(t, "shared-owner", cmd.OwnerID)
 		})
 	}
 }
@@ -611,11 +591,7 @@ func TestDoSameRequestIDAtOnce(t *testing.T) {
 				_, err := c.Do(ctx, cmd)
 				second <- err
 			}()
-			select {
-			case <-bothSent:
-			case <-ctx.Done():
-				t.Fatal("the two copies did not reach the worker")
-			}
+			await(t, ctx, bothSent, "the two copies did not reach the worker")
 			if tc.firstGivesUp {
 				giveUp()
 				require.ErrorIs(t, <-errs, context.Canceled)

@@ -51,7 +51,7 @@ func TestLostLeaseReleasedWhileClosing(t *testing.T) {
 	require.NoError(t, err)
 	extended := make(chan error, 1)
 	go func() { extended <- l.Extend(ctx, time.Minute) }()
-	awaitLost(t, ctx, l.Lost(), "the lease is not lost")
+	await(t, ctx, l.Lost(), "the lease is not lost")
 	require.NoError(t, c.Close())
 	select {
 	case cmd := <-released:
@@ -506,7 +506,7 @@ func TestExtendLostLeaseNotSent(t *testing.T) {
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
 	start := seen.len()
-	awaitLost(t, ctx, l.Lost(), "the lease is not lost")
+	await(t, ctx, l.Lost(), "the lease is not lost")
 	err = l.Extend(ctx, time.Minute)
 	require.ErrorIs(t, err, ErrLeaseLost)
 	require.ErrorIs(t, err, l.Err())
@@ -543,11 +543,7 @@ func TestReleaseDuringGiveBackReturnsLoss(t *testing.T) {
 	require.NoError(t, err)
 	extended := make(chan error, 1)
 	go func() { extended <- l.Extend(ctx, time.Minute) }()
-	select {
-	case <-givingBack:
-	case <-ctx.Done():
-		t.Fatal("the lost lease is not given back")
-	}
+	await(t, ctx, givingBack, "the lost lease is not given back")
 	require.Len(t, l.releasing, 1, "the give-back holds the slot")
 
 	ended, end := context.WithCancel(ctx)
@@ -593,7 +589,7 @@ func TestGiveBackWaitsForReleaseFindingTheLoss(t *testing.T) {
 	go func() { released <- l.Release(ctx) }()
 	extended := make(chan error, 1)
 	go func() { extended <- l.Extend(ctx, time.Minute) }()
-	awaitLost(t, ctx, l.Lost(), "the lease is not lost")
+	await(t, ctx, l.Lost(), "the lease is not lost")
 	select {
 	case err := <-extended:
 		t.Fatalf("Extend returned while a Release that sends nothing held the slot: %v", err)
@@ -602,13 +598,7 @@ func TestGiveBackWaitsForReleaseFindingTheLoss(t *testing.T) {
 	<-l.releasing // the holder returns the loss, sending nothing
 	recv := func(ch chan error) error {
 		t.Helper()
-		select {
-		case err := <-ch:
-			return err
-		case <-ctx.Done():
-			t.Fatal("no answer: the give-back still waits for the slot?")
-			return nil
-		}
+		return await(t, ctx, ch, "no answer: the give-back still waits for the slot?")
 	}
 	require.ErrorContains(t, recv(extended), "lock.extended with lease_duration 0")
 	err = recv(released)

@@ -343,32 +343,17 @@ func TestReleaseWithACancelledContext(t *testing.T) {
 	defer cancel()
 	released := make(chan topics.Command, 1)
 	closed := make(chan topics.Command, 1)
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			return one(granted(cmd, topics.TypeAcquired, 60))
-		case topics.OpRelease:
-			deliver(ctx, released, cmd)
-			return one(releasedEvent(cmd))
-		case topics.OpSessionOpen:
-			return one(sessionEvent(cmd, topics.TypeSessionOpened, 10))
-		case topics.OpSessionClose:
-			deliver(ctx, closed, cmd)
-			return one(sessionEvent(cmd, topics.TypeSessionClosed, 10))
-		}
-		return nil
-	})
+	c := fakeWorker(t, answers{
+		topics.OpAcquire:      grants(topics.TypeAcquired, 60),
+		topics.OpRelease:      delivering(released, answerWith(releasedEvent)),
+		topics.OpSessionOpen:  sessionAnswers(topics.TypeSessionOpened, 10),
+		topics.OpSessionClose: delivering(closed, sessionAnswers(topics.TypeSessionClosed, 10)),
+	}.by(nil))
 	ended, end := context.WithCancel(context.Background())
 	end()
 	sent := func(ch <-chan topics.Command, what string) topics.Command {
 		t.Helper()
-		select {
-		case cmd := <-ch:
-			return cmd
-		case <-ctx.Done():
-			t.Fatalf("the %s is not sent", what)
-			return topics.Command{}
-		}
+		return await(t, ctx, ch, "the %s is not sent", what)
 	}
 	for i := range 20 {
 		l, err := c.Acquire(ctx, "job")
@@ -656,11 +641,7 @@ func TestKeepAliveStopsAtARefusalForAnUnknownCap(t *testing.T) {
 	})
 	l, err := c.Acquire(ctx, "job", WithOwner("me"), WithLease(time.Second))
 	require.NoError(t, err)
-	select {
-	case <-l.Lost():
-	case <-ctx.Done():
-		t.Fatal("the lease was not lost")
-	}
+	await(t, ctx, l.Lost(), "the lease was not lost")
 	require.ErrorIs(t, l.Err(), ErrMaxHoldExceeded)
 	mu.Lock()
 	defer mu.Unlock()
@@ -777,30 +758,16 @@ func leaseLostIsGivenBack(t *testing.T, timeout time.Duration) {
 	defer cancel()
 	released := make(chan topics.Command, 1)
 	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = timeout }},
-		func(ctx context.Context, cmd topics.Command) []topics.Event {
-			switch cmd.Operation {
-			case topics.OpAcquire:
-				return one(granted(cmd, topics.TypeAcquired, 3))
-			case topics.OpRelease:
-				deliver(ctx, released, cmd)
-				return one(releasedEvent(cmd))
-			}
-			return nil // extensions unanswered
-		})
+		answers{ // extensions unanswered
+			topics.OpAcquire: grants(topics.TypeAcquired, 3),
+			topics.OpRelease: delivering(released, answerWith(releasedEvent)),
+		}.by(nil))
 	l, err := c.Acquire(ctx, "job", WithLease(3*time.Second))
 	require.NoError(t, err)
-	select {
-	case <-l.Lost():
-	case <-ctx.Done():
-		t.Fatal("the lease was not lost")
-	}
+	await(t, ctx, l.Lost(), "the lease was not lost")
 	require.ErrorIs(t, l.Err(), ErrLeaseLost)
-	select {
-	case cmd := <-released:
-		require.Equal(t, l.Token, *cmd.FencingToken)
-	case <-ctx.Done():
-		t.Fatal("the lost lease was not given back")
-	}
+	cmd := await(t, ctx, released, "the lost lease was not given back")
+	require.Equal(t, l.Token, *cmd.FencingToken)
 }
 
 // An Extend whose context ends before its answer (the worker may apply it
@@ -858,11 +825,7 @@ func TestExtendCutShortIsGivenBack(t *testing.T) {
 				defer stop()
 				go func() { inFlight <- l.Extend(late, time.Hour) }()
 			}
-			select {
-			case <-l.Lost():
-			case <-ctx.Done():
-				t.Fatal("the lease was not lost")
-			}
+			await(t, ctx, l.Lost(), "the lease was not lost")
 			require.ErrorContains(t, l.Err(), "without a confirmed extension")
 			if tc.inFlight {
 				require.Error(t, <-inFlight)
@@ -922,11 +885,7 @@ func TestExtendPastHowFarALeaseRunsAheadKeepsIt(t *testing.T) {
 	hideLease.Store(true)
 	err = l.Extend(ctx, 24*time.Hour)
 	require.ErrorIs(t, err, ErrInvalidRequest)
-	select {
-	case <-l.Lost():
-	case <-ctx.Done():
-		t.Fatal("an INVALID_REQUEST about the command still loses the lease")
-	}
+	await(t, ctx, l.Lost(), "an INVALID_REQUEST about the command still loses the lease")
 }
 
 // A grant's end routed to the lease once newLease registered it, before
@@ -1018,11 +977,7 @@ func (w *cappedWorker) acquireUntilLost(t *testing.T, ctx context.Context) *Leas
 	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 500 * time.Millisecond }}, w.answer)
 	l, err := c.Acquire(ctx, "job", WithLease(3*time.Second), WithMaxHold(w.hold))
 	require.NoError(t, err)
-	select {
-	case <-l.Lost():
-	case <-ctx.Done():
-		t.Fatal("the lease was not lost")
-	}
+	await(t, ctx, l.Lost(), "the lease was not lost")
 	return l
 }
 

@@ -192,14 +192,26 @@ func leaseAnswers(acquire, extend float64) answers {
 	}
 }
 
-// awaitLost waits for lost (a Lease's or a Session's Lost) to close, and
-// fails the test, saying why, if ctx ends first.
-func awaitLost(t *testing.T, ctx context.Context, lost <-chan struct{}, why string, args ...any) {
+// delivering answers as answer does, having delivered each command on ch
+// first, for the test to read.
+func delivering(ch chan<- topics.Command, answer func(context.Context, topics.Command) []topics.Event) func(context.Context, topics.Command) []topics.Event {
+	return func(ctx context.Context, cmd topics.Command) []topics.Event {
+		deliver(ctx, ch, cmd)
+		return answer(ctx, cmd)
+	}
+}
+
+// await is the next value on ch (or, as of a Lease's or a Session's Lost,
+// ch closed), and fails the test, saying why, if ctx ends first.
+func await[T any](t *testing.T, ctx context.Context, ch <-chan T, why string, args ...any) T {
 	t.Helper()
 	select {
-	case <-lost:
+	case v := <-ch:
+		return v
 	case <-ctx.Done():
 		t.Fatalf(why, args...)
+		var zero T
+		return zero
 	}
 }
 
@@ -261,28 +273,19 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 	})
 	release := func(lock string) topics.Command {
 		t.Helper()
-		select {
-		case cmd := <-released:
-			require.Equal(t, lock, cmd.LockName)
-			mu.Lock()
-			defer mu.Unlock()
-			require.Equal(t, acquired[lock], cmd.OwnerID, "the grant's owner")
-			return cmd
-		case <-ctx.Done():
-			t.Fatalf("the refused grant of %q is not released", lock)
-			return topics.Command{}
-		}
+		cmd := await(t, ctx, released, "the refused grant of %q is not released", lock)
+		require.Equal(t, lock, cmd.LockName)
+		mu.Lock()
+		defer mu.Unlock()
+		require.Equal(t, acquired[lock], cmd.OwnerID, "the grant's owner")
+		return cmd
 	}
 
 	_, err := c.NewSession(ctx, 10*time.Second, WithSessionID("s1"), WithSessionOwner("o1"))
 	require.ErrorContains(t, err, "session.opened with ttl 0 is outside 1..3600 seconds")
-	select {
-	case cmd := <-closed:
-		require.Equal(t, "s1", cmd.SessionID)
-		require.Equal(t, "o1", cmd.OwnerID)
-	case <-ctx.Done():
-		t.Fatal("the refused session is not closed")
-	}
+	cmd := await(t, ctx, closed, "the refused session is not closed")
+	require.Equal(t, "s1", cmd.SessionID)
+	require.Equal(t, "o1", cmd.OwnerID)
 	_, err = c.Acquire(ctx, "zero")
 	require.ErrorContains(t, err, "lock.acquired with lease_duration 0 is outside 0.1..86400 seconds")
 	rel := release("zero")
@@ -297,11 +300,7 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 
 	lost := func(l *Lease, cause string) {
 		t.Helper()
-		select {
-		case <-l.Lost():
-		case <-ctx.Done():
-			t.Fatalf("the lease of %q is not lost", l.Name)
-		}
+		await(t, ctx, l.Lost(), "the lease of %q is not lost", l.Name)
 		require.ErrorIs(t, l.Err(), ErrLeaseLost)
 		require.ErrorContains(t, l.Err(), cause)
 		token := release(l.Name).FencingToken
@@ -369,11 +368,7 @@ func TestKeepAliveWithAnExpiredTokenLoses(t *testing.T) {
 	require.NoError(t, err)
 	expired.Store(true)
 	for what, lost := range map[string]<-chan struct{}{"lease": l.Lost(), "session": s.Lost()} {
-		select {
-		case <-lost:
-		case <-ctx.Done():
-			t.Fatalf("the %s is not lost", what)
-		}
+		await(t, ctx, lost, "the %s is not lost", what)
 	}
 	require.ErrorIs(t, l.Err(), ErrLeaseLost)
 	require.ErrorIs(t, l.Err(), ErrUnauthenticated)
@@ -389,26 +384,18 @@ func TestReplyOfALaterVersion(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	released := make(chan topics.Command, 1)
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			ev := granted(cmd, topics.TypeAcquired, 60)
-			ev.V = topics.Version + 1
-			return one(ev)
-		case topics.OpRelease:
-			deliver(ctx, released, cmd)
-			return one(releasedEvent(cmd))
-		}
-		return nil
-	})
+	a := leaseAnswers(60, 60)
+	a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		ev := granted(cmd, topics.TypeAcquired, 60)
+		ev.V = topics.Version + 1
+		return one(ev)
+	}
+	a[topics.OpRelease] = delivering(released, a[topics.OpRelease])
+	c := fakeWorker(t, a.by(nil))
 	_, err := c.Acquire(ctx, "later")
 	require.ErrorContains(t, err, "acquire answered lock.acquired of v 2, and this client reads v 1: upgrade it")
-	select {
-	case cmd := <-released:
-		require.Equal(t, "later", cmd.LockName)
-	case <-ctx.Done():
-		t.Fatal("the grant of a later version is not given back")
-	}
+	cmd := await(t, ctx, released, "the grant of a later version is not given back")
+	require.Equal(t, "later", cmd.LockName)
 }
 
 // A grant or an extension whose lock_info shows another lease than the
@@ -466,18 +453,13 @@ func TestReplyOfAnotherLeaseIsRefused(t *testing.T) {
 	})
 	release := func(lock string) topics.Command {
 		t.Helper()
-		select {
-		case cmd := <-released:
-			require.Equal(t, lock, cmd.LockName)
-			require.Empty(t, cmd.Namespace)
-			mu.Lock()
-			defer mu.Unlock()
-			require.Equal(t, acquired[lock], cmd.OwnerID, "the acquire's owner")
-			return cmd
-		case <-ctx.Done():
-			t.Fatalf("the refused grant of %q is not released", lock)
-			return topics.Command{}
-		}
+		cmd := await(t, ctx, released, "the refused grant of %q is not released", lock)
+		require.Equal(t, lock, cmd.LockName)
+		require.Empty(t, cmd.Namespace)
+		mu.Lock()
+		defer mu.Unlock()
+		require.Equal(t, acquired[lock], cmd.OwnerID, "the acquire's owner")
+		return cmd
 	}
 	for lock, refusal := range map[string]string{
 		"other-lock":      `lock.acquired of lock "other" for owner %q, not "other-lock" for %[1]q`,
@@ -576,18 +558,14 @@ func TestGrantOfTheScopedOwner(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	released := make(chan topics.Command, 1)
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			ev := granted(cmd, topics.TypeAcquired, 60)
-			ev.LockInfo.OwnerID = topics.ScopedOwner(cmd.LockName, cmd.OwnerID) // the lock names the requester
-			return one(ev)
-		case topics.OpRelease:
-			deliver(ctx, released, cmd)
-			return one(releasedEvent(cmd))
-		}
-		return nil
-	})
+	a := leaseAnswers(60, 60)
+	a[topics.OpAcquire] = func(_ context.Context, cmd topics.Command) []topics.Event {
+		ev := granted(cmd, topics.TypeAcquired, 60)
+		ev.LockInfo.OwnerID = topics.ScopedOwner(cmd.LockName, cmd.OwnerID) // the lock names the requester
+		return one(ev)
+	}
+	a[topics.OpRelease] = delivering(released, a[topics.OpRelease])
+	c := fakeWorker(t, a.by(nil))
 	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "fake",
 		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}).SignedString([]byte("the fake worker checks no token"))
 	require.NoError(t, err)

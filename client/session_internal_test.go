@@ -10,6 +10,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/topics"
@@ -77,14 +78,9 @@ func TestNewSessionGivenUpClosesItsSession(t *testing.T) {
 		return one(ev)
 	})
 	next := func(op string) topics.Command {
-		select {
-		case cmd := <-cmds:
-			require.Equal(t, op, cmd.Operation)
-			return cmd
-		case <-ctx.Done():
-			t.Fatalf("no %s came", op)
-			return topics.Command{}
-		}
+		cmd := await(t, ctx, cmds, "no %s came", op)
+		require.Equal(t, op, cmd.Operation)
+		return cmd
 	}
 	// giveUp opens a session given up once the open is on its way.
 	giveUp := func(opts ...SessionOption) (opened topics.Command, err error) {
@@ -113,6 +109,20 @@ func TestNewSessionGivenUpClosesItsSession(t *testing.T) {
 	require.Equal(t, "probe", next(topics.OpQuery).LockName, "no close for a session ID given WithSessionID")
 }
 
+// replyPublisher publishes events onto c's reply topic, keyed by their
+// session, as another producer on it could.
+func replyPublisher(t *testing.T, ctx context.Context, cluster *kfake.Cluster, c *Client) func(topics.Event) {
+	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(c.ReplyTopic()))
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	return func(ev topics.Event) {
+		t.Helper()
+		v, err := ev.Encode()
+		require.NoError(t, err)
+		require.NoError(t, prod.ProduceSync(ctx, &kgo.Record{Key: []byte(topics.SessionKey(ev.SessionInfo.SessionID)), Value: v}).FirstErr())
+	}
+}
+
 // A copy of an earlier session's end (session.closed, session.expired) of
 // the same ID, delivered late (at least once), does not end the session
 // opened again with that ID (WithSessionID): its occurred_at is before the
@@ -124,32 +134,19 @@ func TestEarlierSessionsEndDoesNotEndTheSession(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	closed := make(chan topics.Event, 1)
-	c, cluster := fakeWorkerWith(t, fakeOpts{}, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		switch cmd.Operation {
-		case topics.OpSessionOpen:
+	c, cluster := fakeWorkerWith(t, fakeOpts{}, answers{
+		topics.OpSessionOpen: func(_ context.Context, cmd topics.Command) []topics.Event {
 			return one(sessionEvent(cmd, topics.TypeSessionOpened, cmd.TTL))
-		case topics.OpSessionKeepAlive:
-			return one(sessionEvent(cmd, topics.TypeSessionKeptAlive, 3))
-		case topics.OpSessionClose:
+		},
+		topics.OpSessionKeepAlive: sessionAnswers(topics.TypeSessionKeptAlive, 3),
+		topics.OpSessionClose: func(ctx context.Context, cmd topics.Command) []topics.Event {
 			ev := sessionEvent(cmd, topics.TypeSessionClosed, 10) // when it was to end
 			deliver(ctx, closed, ev)
 			return one(ev)
-		case topics.OpQuery:
-			ev := topics.NewEvent(topics.TypeStatus, cmd.Operation, cmd.RequestID, time.Now())
-			ev.LockInfo = &topics.LockInfo{LockName: cmd.LockName, Status: topics.StatusFree, Limit: 1}
-			return one(ev)
-		}
-		return nil
-	})
-	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(c.ReplyTopic()))
-	require.NoError(t, err)
-	t.Cleanup(prod.Close)
-	publish := func(ev topics.Event) {
-		t.Helper()
-		v, err := ev.Encode()
-		require.NoError(t, err)
-		require.NoError(t, prod.ProduceSync(ctx, &kgo.Record{Key: []byte(topics.SessionKey(ev.SessionInfo.SessionID)), Value: v}).FirstErr())
-	}
+		},
+		topics.OpQuery: answerWith(statusEvent),
+	}.by(nil))
+	publish := replyPublisher(t, ctx, cluster, c)
 	// read has every event published before it routed: the reply topic
 	// has one partition, and a query's answer comes after them.
 	read := func() {
@@ -191,11 +188,7 @@ func TestEarlierSessionsEndDoesNotEndTheSession(t *testing.T) {
 	ended := topics.NewEvent(topics.TypeSessionExpired, topics.OpExpire, "", s.ExpiresAt())
 	ended.SessionInfo = &topics.SessionInfo{SessionID: "x", OwnerID: "o", TTL: 3, ExpiresAt: topics.NewTime(s.ExpiresAt())}
 	publish(ended)
-	select {
-	case <-s.Lost():
-	case <-ctx.Done():
-		t.Fatal("the session's own end does not end it")
-	}
+	await(t, ctx, s.Lost(), "the session's own end does not end it")
 	require.ErrorIs(t, s.Err(), ErrSessionLost)
 	require.ErrorContains(t, s.Err(), "session.expired")
 }
@@ -229,23 +222,17 @@ func TestEarlierSessionsEndByItsGeneration(t *testing.T) {
 			ev.SessionInfo.Generation = *cmd.SessionGeneration
 			return one(ev)
 		case topics.OpQuery:
-			ev := topics.NewEvent(topics.TypeStatus, cmd.Operation, cmd.RequestID, time.Now())
-			ev.LockInfo = &topics.LockInfo{LockName: cmd.LockName, Status: topics.StatusFree, Limit: 1}
-			return one(ev)
+			return one(statusEvent(cmd))
 		}
 		return nil
 	})
-	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(c.ReplyTopic()))
-	require.NoError(t, err)
-	t.Cleanup(prod.Close)
+	publish := replyPublisher(t, ctx, cluster, c)
 	end := func(s *Session, g int64) {
 		t.Helper()
 		ev := topics.NewEvent(topics.TypeSessionClosed, topics.OpSessionClose, "", time.Now().Add(time.Second))
 		ev.SessionInfo = &topics.SessionInfo{SessionID: s.ID, OwnerID: s.Owner, TTL: 60, ExpiresAt: topics.NewTime(s.ExpiresAt().Add(time.Minute)), Generation: g}
-		v, err := ev.Encode()
-		require.NoError(t, err)
-		require.NoError(t, prod.ProduceSync(ctx, &kgo.Record{Key: []byte(topics.SessionKey(s.ID)), Value: v}).FirstErr())
-		_, err = c.Query(ctx, "sync") // one partition: routed once answered
+		publish(ev)
+		_, err := c.Query(ctx, "sync") // one partition: routed once answered
 		require.NoError(t, err)
 	}
 
@@ -257,11 +244,7 @@ func TestEarlierSessionsEndByItsGeneration(t *testing.T) {
 	end(s, 10)
 	require.NoError(t, s.Err(), "ended by the first session's end")
 	end(s, 20)
-	select {
-	case <-s.Lost():
-	case <-ctx.Done():
-		t.Fatal("the session's own end does not end it")
-	}
+	await(t, ctx, s.Lost(), "the session's own end does not end it")
 	require.ErrorIs(t, s.Err(), ErrSessionLost)
 	mu.Lock()
 	defer mu.Unlock()
@@ -333,14 +316,10 @@ func TestKeepAliveAnsweredOutsideTheContract(t *testing.T) {
 		require.ErrorContains(t, s.Err(), causes[id])
 	}
 	for range causes {
-		select {
-		case cmd := <-closed:
-			require.Contains(t, causes, cmd.SessionID)
-			require.NotNil(t, cmd.SessionGeneration, "close of %q", cmd.SessionID)
-			require.EqualValues(t, 7, *cmd.SessionGeneration)
-		case <-ctx.Done():
-			t.Fatal("a session lost to its keep-alive's answer is not closed")
-		}
+		cmd := await(t, ctx, closed, "a session lost to its keep-alive's answer is not closed")
+		require.Contains(t, causes, cmd.SessionID)
+		require.NotNil(t, cmd.SessionGeneration, "close of %q", cmd.SessionID)
+		require.EqualValues(t, 7, *cmd.SessionGeneration)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -448,14 +427,9 @@ func TestOpenAnsweredForAnotherSessionIsRefused(t *testing.T) {
 	}
 	closedAs := func(owner string) topics.Command {
 		t.Helper()
-		select {
-		case cmd := <-closed:
-			require.Equal(t, owner, cmd.OwnerID, "the close of the session asked for")
-			return cmd
-		case <-ctx.Done():
-			t.Fatalf("the session of %q is not closed", owner)
-			return topics.Command{}
-		}
+		cmd := await(t, ctx, closed, "the session of %q is not closed", owner)
+		require.Equal(t, owner, cmd.OwnerID, "the close of the session asked for")
+		return cmd
 	}
 	refused := func(c *Client, err error, id, cause string) {
 		t.Helper()
@@ -543,11 +517,7 @@ func TestKeepAliveRefusedWithoutEffectClosesTheSession(t *testing.T) {
 		sessions[id] = s
 	}
 	for id, s := range sessions {
-		select {
-		case <-s.Lost():
-		case <-ctx.Done():
-			t.Fatalf("session %q is not lost", id)
-		}
+		await(t, ctx, s.Lost(), "session %q is not lost", id)
 		require.ErrorIs(t, s.Err(), ErrSessionLost, id)
 		require.ErrorContains(t, s.Err(), "keep-alive refused", id)
 		require.ErrorIs(t, s.Close(ctx), ErrSessionLost, "Close of %q returns the loss", id)
