@@ -379,6 +379,21 @@ func TestWatchUnreadable(t *testing.T) {
 	require.NoError(t, lr.Unreadable)
 }
 
+// at is the time s seconds into 2026, a changed_at for stateAt.
+func at(s int) time.Time {
+	return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(s) * time.Second)
+}
+
+// onlyLock is the one lock Locks reads from a state topic of recs.
+func onlyLock(t *testing.T, recs ...*kgo.Record) client.LockRevision {
+	t.Helper()
+	_, c, _ := stateTopic(t, recs...)
+	table, err := c.Locks(ctxT(t))
+	require.NoError(t, err)
+	require.Len(t, table, 1)
+	return table[0]
+}
+
 // stateAt is a record of the lock state topic: lock, released, at rev,
 // changed at at by operation op.
 func stateAt(t *testing.T, lock string, rev int64, op string, at time.Time) *kgo.Record {
@@ -397,8 +412,6 @@ func stateAt(t *testing.T, lock string, rev int64, op string, at time.Time) *kgo
 // still dropped.
 func TestWatchTellsANewLifeFromACopy(t *testing.T) {
 	ctx := ctxT(t)
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	_, c, produce := stateTopic(t, stateAt(t, "job", 40, "release", at(40)))
 	ch, err := c.Watch(ctx, "job")
 	require.NoError(t, err)
@@ -428,8 +441,6 @@ func TestWatchTellsANewLifeFromACopy(t *testing.T) {
 // than the ended life's, is taken.
 func TestWatchDropsCopiesAfterATombstone(t *testing.T) {
 	ctx := ctxT(t)
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	_, c, produce := stateTopic(t, stateAt(t, "job", 4, "acquire", at(4)))
 	ch, err := c.Watch(ctx, "job")
 	require.NoError(t, err)
@@ -456,8 +467,6 @@ func TestWatchDropsCopiesAfterATombstone(t *testing.T) {
 // state at once, and copies of the ended life's records, before it or
 // after it at higher revisions, are dropped.
 func TestWatchTakesANewLifeStampedEarlierAfterATombstone(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	tombstone := &kgo.Record{Key: []byte("job")}
 	ended := []*kgo.Record{stateAt(t, "job", 4, "acquire", at(4)), stateAt(t, "job", 5, "release", at(5))}
 
@@ -494,9 +503,7 @@ func TestWatchTakesANewLifeStampedEarlierAfterATombstone(t *testing.T) {
 // life landed late, past the new life's first; copies, an older revision
 // landing late and a worker's republish do not.
 func TestLocksTellsANewLifeFromACopy(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
-	_, c, _ := stateTopic(t,
+	lock := onlyLock(t,
 		stateAt(t, "job", 40, "release", at(40)),
 		stateAt(t, "job", 1, "acquire", at(100)),   // the new life
 		stateAt(t, "job", 40, "release", at(40)),   // the old life's, late
@@ -505,11 +512,8 @@ func TestLocksTellsANewLifeFromACopy(t *testing.T) {
 		stateAt(t, "job", 1, "acquire", at(100)),   // an older revision, late
 		stateAt(t, "job", 2, "republish", at(250)), // a worker's republish
 	)
-	table, err := c.Locks(ctxT(t))
-	require.NoError(t, err)
-	require.Len(t, table, 1)
-	require.EqualValues(t, 2, table[0].Revision, "the new life's")
-	require.Equal(t, at(200), table[0].ChangedAt)
+	require.EqualValues(t, 2, lock.Revision, "the new life's")
+	require.Equal(t, at(200), lock.ChangedAt)
 }
 
 // Locks takes a lock's new life after its tombstone by Watch's rule, its
@@ -517,18 +521,13 @@ func TestLocksTellsANewLifeFromACopy(t *testing.T) {
 // clock stepped back) too, and drops the ended life's copies that follow
 // it at higher revisions.
 func TestLocksTakesANewLifeStampedEarlierAfterATombstone(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
-	_, c, _ := stateTopic(t,
+	lock := onlyLock(t,
 		stateAt(t, "job", 4, "acquire", at(4)), stateAt(t, "job", 5, "release", at(5)), &kgo.Record{Key: []byte("job")},
 		stateAt(t, "job", 1, "acquire", at(3)),                                         // the new life
 		stateAt(t, "job", 4, "acquire", at(4)), stateAt(t, "job", 5, "release", at(5)), // published again
 	)
-	table, err := c.Locks(ctxT(t))
-	require.NoError(t, err)
-	require.Len(t, table, 1)
-	require.EqualValues(t, 1, table[0].Revision, "the new life's")
-	require.Equal(t, at(3), table[0].ChangedAt)
+	require.EqualValues(t, 1, lock.Revision, "the new life's")
+	require.Equal(t, at(3), lock.ChangedAt)
 }
 
 // Locks reads the topic from brokers it reached. When they stop answering
@@ -628,8 +627,6 @@ func TestLocksCutOff(t *testing.T) {
 // read before the tombstone's copy); a new life after a tombstone starts
 // the lock afresh.
 func TestLocksKeepsTheNewestRevision(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	_, c, _ := stateTopic(t,
 		kafkatest.StateRecord(t, "job", 4), kafkatest.StateRecord(t, "job", 5), kafkatest.StateRecord(t, "job", 4),
 		stateAt(t, "again", 7, "release", at(7)), &kgo.Record{Key: []byte("again")},
@@ -938,8 +935,6 @@ func TestStateBatchesTooLargeInARowDoNotPause(t *testing.T) {
 // publishes again after the lock's tombstone passes for the lock's new
 // life.
 func TestWatchDropsARepublishCopyAfterATombstone(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	tombstone := &kgo.Record{Key: []byte("job")}
 	_, c, produce := stateTopic(t, stateAt(t, "job", 5, "release", at(5)))
 	ch, err := c.Watch(ctxT(t), "job")
@@ -960,8 +955,6 @@ func TestWatchDropsARepublishCopyAfterATombstone(t *testing.T) {
 // The same for an older revision landing late (dropped), published again
 // after the tombstone.
 func TestWatchDropsALateOlderCopyAfterATombstone(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	tombstone := &kgo.Record{Key: []byte("job")}
 	_, c, produce := stateTopic(t, stateAt(t, "job", 6, "release", at(6)))
 	ch, err := c.Watch(ctxT(t), "job")
@@ -981,8 +974,6 @@ func TestWatchDropsALateOlderCopyAfterATombstone(t *testing.T) {
 // Locks read while the copy of the republish is there and the
 // tombstone's copy not yet: the removed lock is back in the table.
 func TestLocksDropsARepublishCopyAfterATombstone(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	_, c, _ := stateTopic(t,
 		stateAt(t, "job", 5, "release", at(5)),
 		stateAt(t, "job", 5, "republish", at(7)),
