@@ -154,7 +154,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		optsOf = "Config.KafkaOpts"
 		c.baseOpts = append(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, kafkaretry.Opts()...), cfg.KafkaOpts...)
 		// No linger: a lock command is latency-bound, not throughput-bound.
-		prod, err := keypartition.NewClient(append(c.baseOpts, kgo.ProducerLinger(0))...)
+		prodOpts := append(halfOpenOpts(), kgo.ProduceRequestTimeout(produceTimeout))
+		prod, err := keypartition.NewClient(append(append(prodOpts, c.baseOpts...), kgo.ProducerLinger(0))...)
 		if errors.Is(err, keypartition.ErrSet) {
 			return nil, fmt.Errorf("%w: Config.KafkaOpts: %w: a lock's commands would be spread over partitions, applied out of the order sent", ErrInvalidConfig, err)
 		}
@@ -222,7 +223,7 @@ func (c *Client) replyConsumer(ctx context.Context) (*kgo.Client, int, kadm.Topi
 		return nil, 0, kadm.TopicID{}, err
 	}
 	id := c.topicID(ctx, c.replyTopic)
-	cons, err := c.newReader(kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(time.Second))
+	cons, err := c.newReader(halfOpenOpts(), kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(time.Second))
 	if err != nil {
 		return nil, 0, kadm.TopicID{}, fmt.Errorf("creating reply consumer: %w", err)
 	}
@@ -247,13 +248,43 @@ func (c *Client) replyConsumer(ctx context.Context) (*kgo.Client, int, kadm.Topi
 // would fetch a corrupt one again forever.
 const readerMaxBatchBytes = 8 << 20
 
+// A half-open connection (a NAT or firewall that dropped its state: no
+// reset, no answer, while new connections work) is given up by kgo only at
+// its read deadline: kgo.RequestTimeoutOverhead past the request's own
+// wait, a fetch's max wait or a produce's kgo.ProduceRequestTimeout. With
+// kgo's 10 s and 10 s, the reply reader sat 11 s on a dead connection and
+// a command 20 s, its resends queued behind it, so a session of the
+// worker's default TTL (10 s) or a lease under about 12 s was lost with
+// the brokers reachable. With these, the reply reader (max wait 1 s) gives
+// a dead connection up within 3 s, under a third of that TTL, and the
+// producer within 4 s: a keep-alive goes a third of the TTL after an
+// answer and has until the TTL, so one sent into a dead connection has two
+// thirds (6.7 s) for the 4 s, a new connection and its round trip. Both
+// also pass before ReplyTimeout's default 5 s, so a command's resend goes
+// on a new connection. Not shorter: the broker answers a produce within
+// ProduceRequestTimeout however slow its replication (acks=all), with
+// REQUEST_TIMED_OUT, which kgo retries on the same connection, and a fetch
+// within its max wait, so the overhead has only the broker's queues and
+// the network to cover; a loaded broker that takes 2 s more than that
+// costs a new connection, not an error.
+const (
+	requestOverhead = 2 * time.Second
+	produceTimeout  = 2 * time.Second
+)
+
+// halfOpenOpts are kgo.RequestTimeoutOverhead(requestOverhead), for the
+// SDK's reply reader and its own producer, before the caller's options,
+// which may replace it. Config.Client keeps its own.
+func halfOpenOpts() []kgo.Opt { return []kgo.Opt{kgo.RequestTimeoutOverhead(requestOverhead)} }
+
 // newReader makes a reader's Kafka client: the SDK's bounds on fetched
 // batches (fetchbound.Options, its warnings to the client's own logger,
-// kgo.WithLogger), then the caller's options (Config.KafkaOpts, or
-// Config.Client's), which may set others, then opts.
-func (c *Client) newReader(opts ...kgo.Opt) (*kgo.Client, error) {
+// kgo.WithLogger) and defaults, then the caller's options
+// (Config.KafkaOpts, or Config.Client's), which may replace them, then
+// opts.
+func (c *Client) newReader(defaults []kgo.Opt, opts ...kgo.Opt) (*kgo.Client, error) {
 	unpack, bounds := fetchbound.Options(readerMaxBatchBytes, nil)
-	cons, err := kgo.NewClient(append(append(bounds, c.baseOpts...), opts...)...)
+	cons, err := kgo.NewClient(append(append(append(bounds, defaults...), c.baseOpts...), opts...)...)
 	if err != nil {
 		return nil, err
 	}

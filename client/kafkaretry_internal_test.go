@@ -61,6 +61,42 @@ func TestClientsRetryWithinASecond(t *testing.T) {
 	requireRetry(c.cons, kafkaretry.MaxWait)
 }
 
+// The SDK's producer and reply reader give a half-open connection up
+// sooner than kgo's defaults (halfOpenOpts), unless Config.KafkaOpts set
+// other deadlines. A Config.Client keeps its own; the reply reader built
+// from its options takes the SDK's where it set none.
+func TestClientsGiveDeadConnectionsUp(t *testing.T) {
+	clearCredentialsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cluster := kafkatest.Cluster(t)
+	newClient := func(cfg Config) *Client {
+		t.Helper()
+		cfg.Brokers = cluster.ListenAddrs()
+		c, err := New(ctx, cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	c := newClient(Config{Requester: "deadlines-defaults"})
+	assert.Equal(t, requestOverhead, c.prod.OptValue(kgo.RequestTimeoutOverhead))
+	assert.Equal(t, produceTimeout, c.prod.OptValue(kgo.ProduceRequestTimeout))
+	assert.Equal(t, requestOverhead, c.cons.OptValue(kgo.RequestTimeoutOverhead))
+
+	c = newClient(Config{Requester: "deadlines-kafkaopts", KafkaOpts: []kgo.Opt{
+		kgo.RequestTimeoutOverhead(7 * time.Second), kgo.ProduceRequestTimeout(8 * time.Second)}})
+	assert.Equal(t, 7*time.Second, c.prod.OptValue(kgo.RequestTimeoutOverhead), "Config.KafkaOpts win")
+	assert.Equal(t, 8*time.Second, c.prod.OptValue(kgo.ProduceRequestTimeout), "Config.KafkaOpts win")
+	assert.Equal(t, 7*time.Second, c.cons.OptValue(kgo.RequestTimeoutOverhead), "Config.KafkaOpts win")
+
+	own, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+	require.NoError(t, err)
+	defer own.Close()
+	c = newClient(Config{Requester: "deadlines-client", Client: own})
+	assert.Equal(t, 10*time.Second, c.prod.OptValue(kgo.RequestTimeoutOverhead), "Config.Client's own options, kgo's default")
+	assert.Equal(t, requestOverhead, c.cons.OptValue(kgo.RequestTimeoutOverhead))
+}
+
 // builtClients records every kgo client built with its options.
 type builtClients struct {
 	mu  sync.Mutex

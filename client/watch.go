@@ -587,7 +587,7 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 	})
 	// Retryable fetch errors (a partition without a leader) come back to
 	// poll too, which keeps them while they persist; kgo still retries.
-	r.cons, err = c.newReader(
+	r.cons, err = c.newReader(nil,
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.FetchMaxWait(fetchMaxWait),
 		kgo.KeepRetryableFetchErrors(), kgo.WithHooks(r.failed))
 	if err != nil {
