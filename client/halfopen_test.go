@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,4 +120,29 @@ func TestSessionOutlivesAHalfOpenConnection(t *testing.T) {
 			require.NoError(t, s.Close(ctx))
 		})
 	}
+}
+
+// New started while the broker refuses connections (restarting) keeps
+// trying until it answers, within RequestTimeout: here the first three
+// dials are refused.
+func TestNewWaitsForARefusingBroker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closedPort := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	var refusals atomic.Int32
+	dial := func(ctx context.Context, network, host string) (net.Conn, error) {
+		var d net.Dialer
+		if refusals.Add(1) <= 3 {
+			host = closedPort
+		}
+		return d.DialContext(ctx, network, host)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.New(ctx, client.Config{Brokers: env.Brokers, Requester: uniq("refused-first"),
+		KafkaOpts: []kgo.Opt{kgo.Dialer(dial)}})
+	require.NoError(t, err)
+	c.Close()
+	require.Greater(t, refusals.Load(), int32(3), "the broker refused no dial")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"time"
 
@@ -85,14 +86,41 @@ func newSubscriber(cfg SubscriberConfig) (*kafkapubsub.Subscriber, error) {
 }
 
 // ping checks that cl reaches one of brokers, within ctx or, when it has no
-// deadline, timeout. Its error wraps ErrUnreachable.
+// deadline, timeout. While every dial fails at once (refused: a broker
+// restarting, a network blip) it tries again, pingRetryWait or a little
+// less apart (pause's jitter, so processes started together stay out of
+// step), until then, and fails with the last such error. Its error wraps
+// ErrUnreachable.
 func ping(ctx context.Context, cl *kgo.Client, brokers []string, timeout time.Duration) error {
 	ctx, cancel := withDefaultTimeout(ctx, timeout)
 	defer cancel()
-	if err := cl.Ping(ctx); err != nil {
-		return fmt.Errorf("%w: %v: %w", ErrUnreachable, brokers, withContextErr(ctx, err))
+	err := cl.Ping(ctx)
+	for dialFailed(err) && pause(ctx, pingRetryWait) {
+		// An attempt that ctx ended says less than the refusal before it.
+		if next := cl.Ping(ctx); next == nil || ctx.Err() == nil || dialFailed(next) {
+			err = next
+		}
 	}
-	return nil
+	switch {
+	case err == nil:
+		return nil
+	case dialFailed(err): // the brokers' refusal, not ctx's end, is why
+		return fmt.Errorf("%w: %v: %w", ErrUnreachable, brokers, err)
+	}
+	return fmt.Errorf("%w: %v: %w", ErrUnreachable, brokers, withContextErr(ctx, err))
+}
+
+// pingRetryWait spaces ping's attempts: a broker back from a restart is
+// found within it, at a cost of a few refused dials a second.
+const pingRetryWait = 250 * time.Millisecond
+
+// dialFailed is whether err is a dial that failed before its timeout
+// (refused, no route, a name not found): not a TLS or SASL handshake the
+// broker refused, nor a broker that does not answer, which trying again
+// within the same deadline would not mend.
+func dialFailed(err error) bool {
+	op, ok := errors.AsType[*net.OpError](err)
+	return ok && op.Op == "dial" && !op.Timeout()
 }
 
 // withContextErr is err, or ctx's end when err is nil, naming ctx's end
