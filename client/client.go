@@ -97,7 +97,8 @@ type Client struct {
 // topic was missing, and a logger given to the Kafka clients
 // (kgo.WithLogger) is told. A Config.ReadOnly
 // client has no reply topic: New only checks that the brokers answer.
-// Errors from reaching Kafka wrap ErrUnreachable.
+// Brokers that refuse connections are tried again until ctx's deadline or
+// RequestTimeout. Errors from reaching Kafka wrap ErrUnreachable.
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	creds, err := loadCredentials(cfg)
 	if err != nil {

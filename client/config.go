@@ -49,6 +49,16 @@ type Config struct {
 	// refresh MetadataMinAge after a failed one), and reach a broker that
 	// is back up to 5 s late.
 	//
+	// The producer and the reply reader also take
+	// kgo.RequestTimeoutOverhead(2 * time.Second), and the producer
+	// kgo.ProduceRequestTimeout(2 * time.Second), which KafkaOpts may
+	// replace: a connection that stops answering without closing (a NAT or
+	// firewall dropped it) is given up within 3 s by the reader and 4 s by
+	// the producer, where kgo's defaults took 11 s and 20 s, long enough to
+	// lose a session of the default 10 s TTL with the brokers reachable.
+	// Longer deadlines here make sessions and leases shorter than them
+	// unsafe against such a connection.
+	//
 	// The clients that read the reply topic and the lock state topic (Watch,
 	// Locks, Election.Observe) bound what one fetched record batch may
 	// decompress to at 8 MiB (kgo.MaxDecompressBatchBytes; kgo's own
@@ -84,8 +94,11 @@ type Config struct {
 	// give it kgo.MetadataMinAge(time.Second) and a kgo.RetryBackoffFn
 	// capped at 1 s, as the SDK's own clients have (see KafkaOpts), or a
 	// command produced while the broker was down waits up to 5 s after it
-	// is back. The readers built from its options take those two where it
-	// set none.
+	// is back; and kgo.RequestTimeoutOverhead(2 * time.Second) with
+	// kgo.ProduceRequestTimeout(2 * time.Second), or a command sent on a
+	// connection that stopped answering waits kgo's 20 s (see KafkaOpts).
+	// The readers built from its options take the first two where it set
+	// none, and the reply reader the overhead.
 	Client *kgo.Client
 
 	// Requester names this requester: replies come on
@@ -125,7 +138,8 @@ type Config struct {
 	// when it is shorter than ReplyTimeout. It is counted from the first
 	// send, or for an acquire seen queued from the end of its wait (the
 	// acquire's wait + 1 s after lock.queued was read). It also bounds
-	// New's setup. Default 30 s.
+	// New's setup when New's context has no deadline: brokers that refuse
+	// connections (restarting) are tried again until then. Default 30 s.
 	RequestTimeout time.Duration
 
 	// Token is the requester token every command carries when the workers
