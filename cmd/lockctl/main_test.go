@@ -197,6 +197,9 @@ func TestTimeoutAndGraceTakeSeconds(t *testing.T) {
 	assert.Contains(t, r.stderr, "--lock-delay is 1m0s, the contract's longest, for --grace 90 (+ 3s for a revoke to reach lockctl)")
 }
 
+// A broker that refuses connections is tried again until --timeout (one
+// restarting may come back), then said unreachable: the refusal, not the
+// deadline.
 func TestUnreachableBroker(t *testing.T) {
 	for _, cmd := range [][]string{{"query", "--lock", "x"}, {"watch"}, {"run", "--lock", "x", "--", "true"}} {
 		var out, errOut testlog.Buffer
@@ -204,7 +207,7 @@ func TestUnreachableBroker(t *testing.T) {
 		code := run(context.Background(), append(cmd[:1:1], append([]string{"--brokers", "127.0.0.1:1", "--timeout", "2s"}, cmd[1:]...)...), &out, &errOut)
 		assert.Equal(t, exitUnreachable, code, "lockctl %q: %s", cmd, errOut.String())
 		assert.Contains(t, errOut.String(), "unreachable")
-		assert.NotContains(t, errOut.String(), "passed first", "refused at once, long before --timeout")
+		assert.NotContains(t, errOut.String(), "passed first", "the refusal is the error, not the deadline")
 		assert.Less(t, time.Since(start), 5*time.Second)
 	}
 }
