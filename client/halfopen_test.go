@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -126,10 +127,7 @@ func TestSessionOutlivesAHalfOpenConnection(t *testing.T) {
 // trying until it answers, within RequestTimeout: here the first three
 // dials are refused.
 func TestNewWaitsForARefusingBroker(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	closedPort := ln.Addr().String()
-	require.NoError(t, ln.Close())
+	closedPort := closedPort(t)
 	var refusals atomic.Int32
 	dial := func(ctx context.Context, network, host string) (net.Conn, error) {
 		var d net.Dialer
@@ -145,4 +143,23 @@ func TestNewWaitsForARefusingBroker(t *testing.T) {
 	require.NoError(t, err)
 	c.Close()
 	require.Greater(t, refusals.Load(), int32(3), "the broker refused no dial")
+}
+
+// New cancelled by its caller while the brokers refuse says so: the
+// cancel (its cause) is why it stopped, beside the last refusal.
+func TestNewCancelledWhileRefusedSaysSo(t *testing.T) {
+	cause := errors.New("shutting down")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	time.AfterFunc(600*time.Millisecond, func() { cancel(cause) })
+	_, err := client.New(ctx, client.Config{Brokers: []string{closedPort(t)}, ReadOnly: true, RequestTimeout: 5 * time.Second})
+	require.ErrorIs(t, err, client.ErrUnreachable)
+	require.ErrorIs(t, err, cause, "ctx's end, as context.Cause gives it")
+}
+
+// closedPort is an address nothing listens on: dials there are refused.
+func closedPort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
 }

@@ -104,7 +104,9 @@ func ping(ctx context.Context, cl *kgo.Client, brokers []string, timeout time.Du
 	switch {
 	case err == nil:
 		return nil
-	case dialFailed(err): // the brokers' refusal, not ctx's end, is why
+	case dialFailed(err) && !errors.Is(ctx.Err(), context.Canceled):
+		// The brokers' refusal, not the deadline, is why; a caller's
+		// cancel is said, below.
 		return fmt.Errorf("%w: %v: %w", ErrUnreachable, brokers, err)
 	}
 	return fmt.Errorf("%w: %v: %w", ErrUnreachable, brokers, withContextErr(ctx, err))
@@ -117,7 +119,10 @@ const pingRetryWait = 250 * time.Millisecond
 // dialFailed is whether err is a dial that failed before its timeout
 // (refused, no route, a name not found): not a TLS or SASL handshake the
 // broker refused, nor a broker that does not answer, which trying again
-// within the same deadline would not mend.
+// within the same deadline would not mend. kgo's Ping gives the last
+// broker's error only: with one seed refusing the handshake and the next
+// down, the refused dial is what it sees, so ping tries again until its
+// deadline and reports that.
 func dialFailed(err error) bool {
 	op, ok := errors.AsType[*net.OpError](err)
 	return ok && op.Op == "dial" && !op.Timeout()

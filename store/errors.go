@@ -86,7 +86,7 @@ type DatabaseEncodingError struct {
 func (e *DatabaseEncodingError) Error() string {
 	return fmt.Sprintf("database %q has encoding %s, and lockworker needs UTF8: create a UTF8 database "+
 		"(createdb -E UTF8 -T template0 NAME, or CREATE DATABASE NAME ENCODING 'UTF8' TEMPLATE template0), "+
-		"move lockworker's tables, if any, to it with every replica stopped (pg_dump -E SQL_ASCII, which keeps the bytes lockworker stored, piped to psql on the new database), "+
+		"move lockworker's tables, if any, to it with every replica stopped (README \"Upgrading\" says how), "+
 		"and point DATABASE_URL (or POSTGRES_DATABASE) at it", e.Database, e.Encoding)
 }
 
