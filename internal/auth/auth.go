@@ -23,6 +23,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -622,6 +623,9 @@ func publicKeys(file []byte) ([]crypto.PublicKey, []string, error) {
 		if ms == nil {
 			return nil, nil, fmt.Errorf("PEM block %d: %w: a %.40q block of another kind of key", n, errNotPublicKey, block.Type)
 		}
+		if p := unusable(k); p != "" {
+			return nil, nil, fmt.Errorf("PEM block %d: %s: no token could be verified with it", n, p)
+		}
 		keys, methods = append(keys, k), append(methods, ms...)
 	}
 	if len(keys) == 0 {
@@ -714,6 +718,28 @@ func dropLineIndents(b []byte) []byte {
 		out = append(out, bytes.TrimLeft(line, " \t\ufeff")...)
 	}
 	return out
+}
+
+// unusable says why no token could be verified with k, a key of
+// methodsOf, or "". x509 reads keys that crypto/rsa refuses when it
+// verifies (under 1024 bits since Go 1.24, an even modulus or exponent),
+// and ECDSA keys of curves golang-jwt's ES methods do not take (P-224):
+// loaded, such a key would refuse every token unsaid.
+func unusable(k crypto.PublicKey) string {
+	switch k := k.(type) {
+	case *rsa.PublicKey:
+		// crypto/rsa checks the key before the signature: a wrong one
+		// fails as wrong only with a key it takes.
+		digest := sha256.Sum256(nil)
+		if err := rsa.VerifyPKCS1v15(k, crypto.SHA256, digest[:], make([]byte, k.Size())); !errors.Is(err, rsa.ErrVerification) {
+			return fmt.Sprintf("an RSA key that crypto/rsa refuses (%v)", err)
+		}
+	case *ecdsa.PublicKey:
+		if c := k.Curve; c != elliptic.P256() && c != elliptic.P384() && c != elliptic.P521() {
+			return fmt.Sprintf("an ECDSA key of curve %s, not P-256, P-384 or P-521 (ES256, ES384, ES512)", c.Params().Name)
+		}
+	}
+	return ""
 }
 
 // methodsOf is the JWT methods a public key verifies, nil for a key of

@@ -732,7 +732,7 @@ func TestNamespacesNull(t *testing.T) {
 }
 
 // pemBlock is pub as a PEM block.
-func pemBlock(t *testing.T, pub any) []byte {
+func pemBlock(t testing.TB, pub any) []byte {
 	t.Helper()
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	require.NoError(t, err)
@@ -831,7 +831,7 @@ func TestKeysReloadedInTheBackground(t *testing.T) {
 // certificate is a certificate of pub signed by signer (self-signed when
 // parent is nil), and its PEM block. Its subject is its own, and edit may
 // change the rest.
-func certificate(t *testing.T, pub, signer any, parent *x509.Certificate, ca bool, edit ...func(*x509.Certificate)) (*x509.Certificate, []byte) {
+func certificate(t testing.TB, pub, signer any, parent *x509.Certificate, ca bool, edit ...func(*x509.Certificate)) (*x509.Certificate, []byte) {
 	t.Helper()
 	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: rand.Text()}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IsCA: ca, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature}

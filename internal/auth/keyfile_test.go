@@ -178,7 +178,7 @@ func TestKeyFileLabels(t *testing.T) {
 // v1Certificate is a self-signed X.509 v1 certificate of key, as some old
 // roots are: no version field and no extensions, so no basicConstraints
 // saying it is a CA (x509.CreateCertificate writes only v3).
-func v1Certificate(t *testing.T, key *ecdsa.PrivateKey) (*x509.Certificate, []byte) {
+func v1Certificate(t testing.TB, key *ecdsa.PrivateKey) (*x509.Certificate, []byte) {
 	t.Helper()
 	name, err := asn1.Marshal(pkix.Name{CommonName: "v1 root"}.ToRDNSequence())
 	require.NoError(t, err)
@@ -188,7 +188,7 @@ func v1Certificate(t *testing.T, key *ecdsa.PrivateKey) (*x509.Certificate, []by
 // v1Issued is an X.509 v1 certificate of key, named subject (DER), issued
 // by issuer (DER), signed by signer: as `openssl x509 -req` without
 // extensions writes a leaf.
-func v1Issued(t *testing.T, key *ecdsa.PublicKey, subject, issuer []byte, signer *ecdsa.PrivateKey) (*x509.Certificate, []byte) {
+func v1Issued(t testing.TB, key *ecdsa.PublicKey, subject, issuer []byte, signer *ecdsa.PrivateKey) (*x509.Certificate, []byte) {
 	t.Helper()
 	spki, err := x509.MarshalPKIXPublicKey(key)
 	require.NoError(t, err)
@@ -382,5 +382,26 @@ func TestRequesterCertificateRotation(t *testing.T) {
 		for _, k := range tc.refused {
 			require.ErrorIs(t, verify(k), ErrUnauthenticated, tc.name)
 		}
+	}
+}
+
+// A key x509 reads but no token could be verified with fails the file
+// rather than load unsaid: an RSA key crypto/rsa refuses (under 1024 bits,
+// an even modulus), an ECDSA key of a curve no ES method takes.
+func TestKeyFileUnusableKeys(t *testing.T) {
+	p224, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	require.NoError(t, err)
+	odd := new(big.Int).Add(new(big.Int).Lsh(big.NewInt(1), 511), big.NewInt(1))
+	even := new(big.Int).Lsh(big.NewInt(1), 2047)
+	for name, tc := range map[string]struct {
+		key  any
+		want string
+	}{
+		"a P-224 key":               {&p224.PublicKey, "PEM block 1: an ECDSA key of curve P-224, not P-256, P-384 or P-521 (ES256, ES384, ES512): no token could be verified with it"},
+		"a 512-bit RSA key":         {&rsa.PublicKey{N: odd, E: 65537}, "PEM block 1: an RSA key that crypto/rsa refuses (crypto/rsa: 512-bit keys are insecure"},
+		"an RSA key's even modulus": {&rsa.PublicKey{N: even, E: 65537}, "PEM block 1: an RSA key that crypto/rsa refuses (crypto/rsa: public modulus is even): no token could be verified with it"},
+	} {
+		_, err := verifiedBy(t, pemBlock(t, tc.key), nil)
+		require.ErrorContains(t, err, tc.want, name)
 	}
 }
