@@ -42,7 +42,7 @@
 // Each partition's passes are its own, but their queries are shared: passes
 // that select (or delete) while another pass's query runs are served
 // together by the next one, so reads of many partitions at once cost one
-// query, not one per partition (internal/merge).
+// query, not one per partition (merge.go).
 //
 // # Records
 //

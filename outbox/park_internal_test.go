@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
 
-	"github.com/omninode/lockworker/internal/merge"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/store"
 )
@@ -144,7 +143,7 @@ func TestBackoffWithoutRowsEndsAtTheRead(t *testing.T) {
 	ctx := context.Background()
 	st := testdb.New(t)
 	r := &Relay{cfg: Config{Pool: st.Pool, BatchSize: 3, PollInterval: time.Hour}, parts: map[int32]*partition{}}
-	r.selects = &merge.Merger[selectReq, selected]{Run: r.selectRows, Timeout: queryTimeout, Bound: beyond}
+	r.selects = &merger[selectReq, selected]{run: r.selectRows, timeout: queryTimeout}
 	p := r.part(0)
 	_, err := st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 'there', '\x00'), (0, 'running', '\x00')`)
 	require.NoError(t, err)

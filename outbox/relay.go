@@ -21,7 +21,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/omninode/lockworker/internal/failstreak"
-	"github.com/omninode/lockworker/internal/merge"
 	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -134,8 +133,8 @@ type Relay struct {
 
 	// The partitions' passes select and delete through these, so passes
 	// woken together share their queries.
-	selects *merge.Merger[selectReq, selected]
-	deletes *merge.Merger[[]rowRef, struct{}]
+	selects *merger[selectReq, selected]
+	deletes *merger[[]rowRef, struct{}]
 
 	// sleep is rest; tests replace it to see the waits Run chooses.
 	sleep func(ctx context.Context, p *partition, wait time.Duration, wake <-chan struct{}) (woken bool)
@@ -322,8 +321,8 @@ func New(cfg Config) (*Relay, error) {
 		log:   cfg.Logger.With().Str("component", "outbox").Logger(),
 		parts: map[int32]*partition{},
 	}
-	r.selects = &merge.Merger[selectReq, selected]{Run: r.selectRows, Timeout: queryTimeout, Bound: beyond}
-	r.deletes = &merge.Merger[[]rowRef, struct{}]{Run: r.deleteRows, Timeout: queryTimeout, Bound: beyond}
+	r.selects = &merger[selectReq, selected]{run: r.selectRows, timeout: queryTimeout}
+	r.deletes = &merger[[]rowRef, struct{}]{run: r.deleteRows, timeout: queryTimeout}
 	r.sleep = r.rest
 	return r, nil
 }
@@ -828,7 +827,7 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 	// A due read's id, the new target, is taken after its snapshot: only
 	// a later read can end the wait.
 	snapshot := !due && p.awaitXmin > 0
-	res, err := r.selects.Do(ctx, selectReq{partition: p.id, upTo: upTo, blocked: blocked, acked: p.acked, due: due, snapshot: snapshot,
+	res, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, blocked: blocked, acked: p.acked, due: due, snapshot: snapshot,
 		parks: len(p.parked) > 0 || !p.parksRead})
 	if err != nil {
 		if due {
@@ -1697,7 +1696,7 @@ func (r *Relay) deleteAcked(ctx context.Context, p *partition) error {
 	// would publish them again (but not for ErrUnreachable: see there).
 	dctx, cancel := beyond(ctx, queryTimeout)
 	defer cancel()
-	if _, err := r.deletes.Do(dctx, p.acked); err != nil {
+	if _, err := r.deletes.do(dctx, p.acked); err != nil {
 		return fmt.Errorf("deleting %d published outbox rows of partition %d: %w", len(p.acked), p.id, err)
 	}
 	p.acked = p.acked[:0]

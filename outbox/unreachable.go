@@ -24,7 +24,7 @@ type outlivedKey struct{}
 // bounded by timeout; it still ends when the context it outlives ends for
 // ErrUnreachable. A beyond of a beyond outlives the same context as the
 // first, not the first: a merged run led by a caller whose own bound has
-// passed (merge.Merger's lead) still ends when that caller's relay is stopped so.
+// passed (merger.lead) still ends when that caller's relay is stopped so.
 func beyond(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
 	outlived, ok := ctx.Value(outlivedKey{}).(context.Context)
 	if !ok {

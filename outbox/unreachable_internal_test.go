@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/omninode/lockworker/internal/merge"
 	"github.com/stretchr/testify/require"
 )
 
@@ -46,7 +45,7 @@ func TestBeyond(t *testing.T) {
 	expired, cancelExpired := beyond(ctx, time.Millisecond)
 	defer cancelExpired()
 	<-expired.Done()
-	led, cancelLed := beyond(expired, time.Hour) // merge.Merger.lead's, after the caller's bound
+	led, cancelLed := beyond(expired, time.Hour) // merger.lead's, after the caller's bound
 	defer cancelLed()
 	require.NoError(t, led.Err(), "a beyond of an expired one has a bound of its own")
 	end(withdrawn)
@@ -58,7 +57,7 @@ func TestBeyond(t *testing.T) {
 // ErrUnreachable, and so do the calls it serves.
 func TestMergedRunEndsWhenUnreachable(t *testing.T) {
 	t.Parallel()
-	m := &merge.Merger[int, int]{Timeout: time.Hour, Bound: beyond, Run: func(ctx context.Context, reqs []int) ([]int, error) {
+	m := &merger[int, int]{timeout: time.Hour, run: func(ctx context.Context, reqs []int) ([]int, error) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}}
@@ -66,7 +65,7 @@ func TestMergedRunEndsWhenUnreachable(t *testing.T) {
 	dctx, cancel := beyond(ctx, time.Hour) // as deleteAcked calls it
 	defer cancel()
 	done := make(chan error)
-	go func() { _, err := m.Do(dctx, 1); done <- err }()
+	go func() { _, err := m.do(dctx, 1); done <- err }()
 	end(withdrawn)
 	require.ErrorIs(t, <-done, context.Canceled)
 }

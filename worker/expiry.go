@@ -9,8 +9,6 @@ import (
 
 	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/internal/failstreak"
-	"github.com/omninode/lockworker/internal/merge"
-	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
@@ -166,45 +164,22 @@ func earliest(a, b time.Time) time.Time {
 	return a
 }
 
-// nextDueTimeout bounds one read of untilDue's; it fails like any other,
-// and is retried after the backoff.
+// nextDueTimeout bounds untilDue's read; it fails like any other, and is
+// retried after the backoff.
 const nextDueTimeout = 10 * time.Second
 
 // untilDue is how long until the partition's next lease or waiter ends, by
-// database time; maxExpirySleep when nothing is due. The schedulers of the
-// worker's partitions read together (merge.Merger): an idle worker asks
-// once a second in one statement, not one per partition. An error of the
-// read answers every partition in it.
+// database time; maxExpirySleep when nothing is due.
 func (p *partition) untilDue(ctx context.Context) (time.Duration, error) {
-	w := p.w
-	w.dueReadsOnce.Do(func() {
-		// Bounded, as a transaction's attempt is: a connection that
-		// stopped answering would hold the partitions' expiries until TCP
-		// gives up.
-		w.dueReads = &merge.Merger[int32, handlers.Due]{Timeout: nextDueTimeout, Bound: dueReadBound,
-			Run: func(ctx context.Context, ids []int32) ([]handlers.Due, error) {
-				return handlers.NextDues(ctx, w.cfg.Store.Pool, ids)
-			}}
-	})
-	due, err := w.dueReads.Do(ctx, p.id)
-	if err != nil || !due.OK {
+	// Bounded, as a transaction's attempt is: a connection that stopped
+	// answering would hold the partition's expiries until TCP gives up.
+	ctx, cancel := context.WithTimeout(ctx, nextDueTimeout)
+	defer cancel()
+	_, in, ok, err := handlers.NextDue(ctx, p.w.cfg.Store.Pool, p.id)
+	if err != nil || !ok {
 		return maxExpirySleep, err
 	}
-	return due.In, nil
-}
-
-// dueReadBound is the context of a merged read of due times: that of the
-// scheduler leading it without its stop, since the read serves the others
-// too, bounded by timeout; but a withdrawal (outbox.ErrUnreachable) ends it
-// at once, so it does not hold the partitions' hand-over.
-func dueReadBound(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	stop := context.AfterFunc(ctx, func() {
-		if errors.Is(context.Cause(ctx), outbox.ErrUnreachable) {
-			cancel()
-		}
-	})
-	return rctx, func() { stop(); cancel() }
+	return in, nil
 }
 
 // expireDue runs the expiry step in a transaction that, like every writer of

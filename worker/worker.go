@@ -20,11 +20,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/internal/auth"
 	"github.com/omninode/lockworker/internal/fetchbound"
 	"github.com/omninode/lockworker/internal/kafkalog"
-	"github.com/omninode/lockworker/internal/merge"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -323,10 +321,6 @@ type Worker struct {
 	// stall holds the partitions' writes after a stall of the process
 	// until the group confirms this member (nil: no session timeout known).
 	stall *stallGate
-	// dueReads merges the expiry schedulers' reads of their partitions'
-	// next due times (untilDue); made at the first.
-	dueReads     *merge.Merger[int32, handlers.Due]
-	dueReadsOnce sync.Once
 }
 
 // New checks cfg and creates the Kafka client; Run joins the consumer

@@ -1,4 +1,4 @@
-package merge
+package outbox
 
 import (
 	"context"
@@ -44,7 +44,7 @@ func (b *blockingRun) runCount() int {
 }
 
 // waitWaiting waits until n calls wait behind the running one.
-func waitWaiting[Req, Res any](t *testing.T, m *Merger[Req, Res], n int) {
+func waitWaiting[Req, Res any](t *testing.T, m *merger[Req, Res], n int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		m.mu.Lock()
@@ -57,13 +57,13 @@ func waitWaiting[Req, Res any](t *testing.T, m *Merger[Req, Res], n int) {
 // gets its own answer.
 func TestMergerRunsWaitingCallsTogether(t *testing.T) {
 	b := newBlockingRun()
-	m := &Merger[int, int]{Run: b.run, Timeout: time.Minute}
+	m := &merger[int, int]{run: b.run, timeout: time.Minute}
 	got := make([]int, 4)
 	var wg sync.WaitGroup
-	wg.Go(func() { got[0], _ = m.Do(t.Context(), 1) })
+	wg.Go(func() { got[0], _ = m.do(t.Context(), 1) })
 	<-b.started
 	for i := 1; i < 4; i++ {
-		wg.Go(func() { got[i], _ = m.Do(t.Context(), i+1) })
+		wg.Go(func() { got[i], _ = m.do(t.Context(), i+1) })
 	}
 	waitWaiting(t, m, 3)
 	b.release <- struct{}{} // the first run ends; one of the waiters leads the next
@@ -80,12 +80,12 @@ func TestMergerRunsWaitingCallsTogether(t *testing.T) {
 func TestMergerErrorAnswersAll(t *testing.T) {
 	b := newBlockingRun()
 	b.err = errors.New("database away")
-	m := &Merger[int, int]{Run: b.run, Timeout: time.Minute}
+	m := &merger[int, int]{run: b.run, timeout: time.Minute}
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
-	wg.Go(func() { _, errs[0] = m.Do(t.Context(), 1) })
+	wg.Go(func() { _, errs[0] = m.do(t.Context(), 1) })
 	<-b.started
-	wg.Go(func() { _, errs[1] = m.Do(t.Context(), 2) })
+	wg.Go(func() { _, errs[1] = m.do(t.Context(), 2) })
 	waitWaiting(t, m, 1)
 	b.release <- struct{}{}
 	<-b.started
@@ -99,15 +99,15 @@ func TestMergerErrorAnswersAll(t *testing.T) {
 // others still are.
 func TestMergerWaiterGivesUp(t *testing.T) {
 	b := newBlockingRun()
-	m := &Merger[int, int]{Run: b.run, Timeout: time.Minute}
+	m := &merger[int, int]{run: b.run, timeout: time.Minute}
 	var wg sync.WaitGroup
-	wg.Go(func() { _, _ = m.Do(t.Context(), 1) })
+	wg.Go(func() { _, _ = m.do(t.Context(), 1) })
 	<-b.started
 	ctx, cancel := context.WithCancel(t.Context())
 	gaveUp := make(chan error, 1)
-	go func() { _, err := m.Do(ctx, 2); gaveUp <- err }()
+	go func() { _, err := m.do(ctx, 2); gaveUp <- err }()
 	var third int
-	wg.Go(func() { third, _ = m.Do(t.Context(), 3) })
+	wg.Go(func() { third, _ = m.do(t.Context(), 3) })
 	waitWaiting(t, m, 2)
 	cancel()
 	require.ErrorIs(t, <-gaveUp, context.Canceled)

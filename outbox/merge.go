@@ -1,7 +1,4 @@
-// Package merge runs concurrent calls of one query as one statement: the
-// relay's reads and deletes of many partitions (outbox) and the expiry
-// schedulers' next due times (worker).
-package merge
+package outbox
 
 import (
 	"context"
@@ -10,20 +7,17 @@ import (
 	"time"
 )
 
-// Merger runs concurrent calls of one query as one: calls that arrive while
+// merger runs concurrent calls of one query as one: calls that arrive while
 // it runs are run together next, by one of their callers. Relays of many
 // partitions reading the table at once then cost one SELECT and one DELETE,
 // not one of each per partition; a lone call runs at once, as before.
-type Merger[Req, Res any] struct {
-	// Run answers reqs in order; an error answers all of them.
-	Run func(ctx context.Context, reqs []Req) ([]Res, error)
-	// Timeout bounds one run.
-	Timeout time.Duration
-	// Bound makes a run's context from the context of the caller that
-	// leads it, bounded by Timeout. The run serves the others too, so it
-	// should not end with that caller's context alone. Nil: that context
-	// without its cancellation.
-	Bound func(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc)
+type merger[Req, Res any] struct {
+	// run answers reqs in order; an error answers all of them.
+	run func(ctx context.Context, reqs []Req) ([]Res, error)
+	// timeout bounds one run. The run does not end with the context of the
+	// caller that leads it, which serves the others too, unless it ended
+	// for ErrUnreachable (beyond).
+	timeout time.Duration
 
 	mu      sync.Mutex
 	waiting []*mergedCall[Req, Res]
@@ -38,10 +32,10 @@ type mergedCall[Req, Res any] struct {
 	lead chan struct{} // closed when this caller must run the next batch
 }
 
-// Do answers req, in a run of its own or merged with others. A caller whose
+// do answers req, in a run of its own or merged with others. A caller whose
 // ctx ends while it waits for another's run to end gives up its place,
 // unless it was handed the lead; once its request runs, it waits for it.
-func (m *Merger[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
+func (m *merger[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	c := &mergedCall[Req, Res]{req: req, done: make(chan struct{}), lead: make(chan struct{})}
 	m.mu.Lock()
 	m.waiting = append(m.waiting, c)
@@ -73,7 +67,7 @@ func (m *Merger[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 
 // abandon takes c out of the waiting calls; false when a run took it or it
 // was handed the lead.
-func (m *Merger[Req, Res]) abandon(c *mergedCall[Req, Res]) bool {
+func (m *merger[Req, Res]) abandon(c *mergedCall[Req, Res]) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	select {
@@ -91,7 +85,7 @@ func (m *Merger[Req, Res]) abandon(c *mergedCall[Req, Res]) bool {
 
 // lead runs every waiting call, then hands the lead to a caller that came
 // meanwhile, if any.
-func (m *Merger[Req, Res]) lead(ctx context.Context) {
+func (m *merger[Req, Res]) lead(ctx context.Context) {
 	m.mu.Lock()
 	calls := m.waiting
 	m.waiting = nil
@@ -101,14 +95,8 @@ func (m *Merger[Req, Res]) lead(ctx context.Context) {
 	for i, c := range calls {
 		reqs[i] = c.req
 	}
-	bound := m.Bound
-	if bound == nil {
-		bound = func(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
-			return context.WithTimeout(context.WithoutCancel(ctx), timeout)
-		}
-	}
-	rctx, cancel := bound(ctx, m.Timeout)
-	res, err := m.Run(rctx, reqs)
+	rctx, cancel := beyond(ctx, m.timeout)
+	res, err := m.run(rctx, reqs)
 	cancel()
 	for i, c := range calls {
 		if err != nil {
