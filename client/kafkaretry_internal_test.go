@@ -16,13 +16,14 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// The SDK's clients (the producer and the readers, all from baseOpts)
-// refresh metadata at most a second after a failed refresh, so a command
-// produced during a broker's outage is sent about a second after it is
-// back (kafkaretry), and wait at most a second between retries, unless
-// Config.KafkaOpts set others. A Config.Client keeps its own options; the
-// readers built from them take the SDK's where it set none.
-func TestClientsRetryWithinASecond(t *testing.T) {
+// The SDK's producer and reply reader refresh metadata at most a second
+// after a failed refresh, so a command produced during a broker's outage is
+// sent about a second after it is back (kafkaretry), and wait at most a
+// second between retries; and they give a half-open connection up sooner
+// than kgo's defaults (halfOpenOpts). Config.KafkaOpts may set others. A
+// Config.Client keeps its own options; the readers built from them take
+// the SDK's where it set none.
+func TestClientsKafkaDefaults(t *testing.T) {
 	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -45,55 +46,28 @@ func TestClientsRetryWithinASecond(t *testing.T) {
 		}
 	}
 
-	c := newClient(Config{Requester: "retry-defaults"})
+	c := newClient(Config{Requester: "defaults"})
 	requireRetry(c.prod, kafkaretry.MaxWait)
 	requireRetry(c.cons, kafkaretry.MaxWait)
-
-	c = newClient(Config{Requester: "retry-kafkaopts", KafkaOpts: []kgo.Opt{kgo.MetadataMinAge(3 * time.Second)}})
-	assert.Equal(t, 3*time.Second, c.prod.OptValue(kgo.MetadataMinAge), "Config.KafkaOpts win")
-	assert.Equal(t, 3*time.Second, c.cons.OptValue(kgo.MetadataMinAge), "Config.KafkaOpts win")
-
-	own, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
-	require.NoError(t, err)
-	defer own.Close()
-	c = newClient(Config{Requester: "retry-client", Client: own})
-	assert.Equal(t, 5*time.Second, c.prod.OptValue(kgo.MetadataMinAge), "Config.Client's own options, kgo's default")
-	requireRetry(c.cons, kafkaretry.MaxWait)
-}
-
-// The SDK's producer and reply reader give a half-open connection up
-// sooner than kgo's defaults (halfOpenOpts), unless Config.KafkaOpts set
-// other deadlines. A Config.Client keeps its own; the reply reader built
-// from its options takes the SDK's where it set none.
-func TestClientsGiveDeadConnectionsUp(t *testing.T) {
-	clearCredentialsEnv(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cluster := kafkatest.Cluster(t)
-	newClient := func(cfg Config) *Client {
-		t.Helper()
-		cfg.Brokers = cluster.ListenAddrs()
-		c, err := New(ctx, cfg)
-		require.NoError(t, err)
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	c := newClient(Config{Requester: "deadlines-defaults"})
 	assert.Equal(t, requestOverhead, c.prod.OptValue(kgo.RequestTimeoutOverhead))
 	assert.Equal(t, produceTimeout, c.prod.OptValue(kgo.ProduceRequestTimeout))
 	assert.Equal(t, requestOverhead, c.cons.OptValue(kgo.RequestTimeoutOverhead))
 
-	c = newClient(Config{Requester: "deadlines-kafkaopts", KafkaOpts: []kgo.Opt{
+	c = newClient(Config{Requester: "kafkaopts", KafkaOpts: []kgo.Opt{kgo.MetadataMinAge(3 * time.Second),
 		kgo.RequestTimeoutOverhead(7 * time.Second), kgo.ProduceRequestTimeout(8 * time.Second)}})
-	assert.Equal(t, 7*time.Second, c.prod.OptValue(kgo.RequestTimeoutOverhead), "Config.KafkaOpts win")
+	for _, cl := range []*kgo.Client{c.prod, c.cons} {
+		assert.Equal(t, 3*time.Second, cl.OptValue(kgo.MetadataMinAge), "Config.KafkaOpts win")
+		assert.Equal(t, 7*time.Second, cl.OptValue(kgo.RequestTimeoutOverhead), "Config.KafkaOpts win")
+	}
 	assert.Equal(t, 8*time.Second, c.prod.OptValue(kgo.ProduceRequestTimeout), "Config.KafkaOpts win")
-	assert.Equal(t, 7*time.Second, c.cons.OptValue(kgo.RequestTimeoutOverhead), "Config.KafkaOpts win")
 
 	own, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
 	require.NoError(t, err)
 	defer own.Close()
-	c = newClient(Config{Requester: "deadlines-client", Client: own})
+	c = newClient(Config{Requester: "own-client", Client: own})
+	assert.Equal(t, 5*time.Second, c.prod.OptValue(kgo.MetadataMinAge), "Config.Client's own options, kgo's default")
 	assert.Equal(t, 10*time.Second, c.prod.OptValue(kgo.RequestTimeoutOverhead), "Config.Client's own options, kgo's default")
+	requireRetry(c.cons, kafkaretry.MaxWait)
 	assert.Equal(t, requestOverhead, c.cons.OptValue(kgo.RequestTimeoutOverhead))
 }
 

@@ -3,7 +3,6 @@ package handlers_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -37,23 +36,13 @@ var hostileText = map[string]string{
 // says.
 func TestCleanupUnderHostileTextSettings(t *testing.T) {
 	t.Parallel()
-	testdb.Require(t)
-	name := fmt.Sprintf("lwtest_text_%08x", rand.Uint32())
-	byDatabase := testdb.Schema{URL: connstr.WithParam(testdb.URL(), "dbname", name)}
+	byDatabase := testdb.NewDatabase(t, "")
 	admin, err := pgx.Connect(t.Context(), testdb.URL())
 	require.NoError(t, err)
-	// After the parallel subtests, which run once this function returns.
-	t.Cleanup(func() {
-		if _, err := admin.Exec(context.Background(), `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`); err != nil {
-			t.Errorf("dropping database %s: %v", name, err)
-		}
-		admin.Close(context.Background())
-	})
-	_, err = admin.Exec(t.Context(), `CREATE DATABASE `+name)
-	require.NoError(t, err)
+	defer admin.Close(context.Background())
 	byURL := testdb.NewSchema(t)
 	for setting, value := range hostileText {
-		_, err := admin.Exec(t.Context(), fmt.Sprintf(`ALTER DATABASE %s SET %s = '%s'`, name, setting, value))
+		_, err := admin.Exec(t.Context(), fmt.Sprintf(`ALTER DATABASE %s SET %s = '%s'`, byDatabase.Name, setting, value))
 		require.NoError(t, err)
 		byURL.URL = connstr.WithParam(byURL.URL, setting, value)
 	}

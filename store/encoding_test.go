@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,20 +20,7 @@ import (
 // test ends, and returns its URL.
 func encodedDatabase(t *testing.T, enc string) string {
 	t.Helper()
-	testdb.Require(t)
-	name := fmt.Sprintf("lwtest_enc_%s_%08x", strings.ToLower(enc), rand.Uint32())
-	admin, err := pgx.Connect(t.Context(), testdb.URL())
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if _, err := admin.Exec(context.Background(), `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`); err != nil {
-			t.Errorf("dropping database %s: %v", name, err)
-		}
-		admin.Close(context.Background())
-	})
-	if _, err := admin.Exec(t.Context(), fmt.Sprintf(`CREATE DATABASE %s ENCODING '%s' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`, name, enc)); err != nil {
-		testdb.SkipMissing(t, "the test user may not create databases (CREATEDB): %v", err)
-	}
-	return connstr.WithParam(testdb.URL(), "dbname", name)
+	return testdb.NewDatabase(t, fmt.Sprintf(`ENCODING '%s' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`, enc)).URL
 }
 
 // A database whose encoding is not UTF8 is refused by Open, at once and

@@ -81,6 +81,38 @@ func NewSchema(t testing.TB) Schema {
 	return Schema{Name: name, URL: connstr.WithParam(url, "search_path", name)}
 }
 
+// NewDatabase creates a database of its own on the test server, with the
+// options of CREATE DATABASE given (an encoding, say; "" for none), dropped
+// when the test ends; the test is skipped, as SkipMissing says, when the
+// user may not create databases. For what a schema cannot vary: the
+// database's encoding or its defaults (ALTER DATABASE ... SET).
+func NewDatabase(t testing.TB, options string) Schema {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	url := URL()
+	conn := server.reach(t, ctx, url)
+	defer conn.Close(ctx)
+	name := fmt.Sprintf("lwtest_db_%d_%08x", time.Now().Unix(), rand.Uint32())
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" "+options); err != nil {
+		SkipMissing(t, "creating a test database (the user needs CREATEDB): %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := connect(ctx, url)
+		if err != nil {
+			t.Errorf("dropping database %s: %v", name, err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("dropping database %s: %v", name, err)
+		}
+	})
+	return Schema{Name: name, URL: connstr.WithParam(url, "dbname", name)}
+}
+
 // Require fails the test, saying how to provide PostgreSQL, unless the test
 // database answers (it is created if missing and the user may). A test that
 // connects to URL() itself, without NewSchema or New, calls it first, so
