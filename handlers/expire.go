@@ -80,20 +80,54 @@ type lockKey struct{ ns, name string }
 // clock (negative: overdue; at most maxDueIn either way), or ok false when it
 // has none. It reads only the indexes by partition and time.
 func NextDue(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
+	Query(context.Context, string, ...any) (pgx.Rows, error)
 }, partition int32) (at time.Time, in time.Duration, ok bool, err error) {
-	var t *time.Time
-	var secs *float64
-	err = q.QueryRow(ctx, `SELECT due, extract(epoch FROM due - clock_timestamp())::float8 FROM (SELECT least(
-		(SELECT min(expires_at) FROM lock_holders WHERE source_partition = $1),
-		(SELECT min(deadline) FROM lock_waiters WHERE source_partition = $1),
-		(SELECT min(expires_at) FROM sessions WHERE source_partition = $1),
-		(SELECT min(delay_until) FROM locks WHERE source_partition = $1 AND delay_until IS NOT NULL)) AS due) d`, partition).Scan(&t, &secs)
-	if err != nil || t == nil {
+	dues, err := NextDues(ctx, q, []int32{partition})
+	if err != nil {
 		return time.Time{}, 0, false, err
 	}
-	// Clamped first: extends can push expires_at past a Duration's 292 years (a negative wait).
-	return *t, time.Duration(max(-maxDueIn.Seconds(), min(*secs, maxDueIn.Seconds())) * float64(time.Second)), true, nil
+	return dues[0].At, dues[0].In, dues[0].OK, nil
+}
+
+// Due is one partition's answer of NextDues, as NextDue's.
+type Due struct {
+	At time.Time
+	In time.Duration
+	OK bool
+}
+
+// NextDues is NextDue of each of partitions, in their order, in one
+// statement: the expiry schedulers of many partitions cost one query.
+func NextDues(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, partitions []int32) ([]Due, error) {
+	rows, err := q.Query(ctx, `SELECT d.due, extract(epoch FROM d.due - clock_timestamp())::float8
+		FROM unnest($1::int[]) WITH ORDINALITY AS p(id, n), LATERAL (SELECT least(
+		(SELECT min(expires_at) FROM lock_holders WHERE source_partition = p.id),
+		(SELECT min(deadline) FROM lock_waiters WHERE source_partition = p.id),
+		(SELECT min(expires_at) FROM sessions WHERE source_partition = p.id),
+		(SELECT min(delay_until) FROM locks WHERE source_partition = p.id AND delay_until IS NOT NULL)) AS due) d
+		ORDER BY p.n`, partitions)
+	if err != nil {
+		return nil, err
+	}
+	dues := make([]Due, 0, len(partitions))
+	var t *time.Time
+	var secs *float64
+	_, err = pgx.ForEachRow(rows, []any{&t, &secs}, func() error {
+		if t == nil {
+			dues = append(dues, Due{})
+			return nil
+		}
+		// Clamped first: extends can push expires_at past a Duration's 292 years (a negative wait).
+		in := time.Duration(max(-maxDueIn.Seconds(), min(*secs, maxDueIn.Seconds())) * float64(time.Second))
+		dues = append(dues, Due{At: *t, In: in, OK: true})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return dues, nil
 }
 
 // maxDueIn bounds NextDue's in either way, far beyond any sleep of its callers.

@@ -146,12 +146,15 @@ func TestPlansOnLargeTables(t *testing.T) {
 	require.NoError(t, err)
 	_, _, _, err = NextDue(ctx, tx, 1)
 	require.NoError(t, err)
+	_, err = NextDues(ctx, tx, []int32{0, 1, 2, 3}) // the schedulers' merged read
+	require.NoError(t, err)
 	require.NoError(t, b.Flush(ctx))
 	require.NoError(t, tx.Commit(ctx))
 
 	seq := regexp.MustCompile(`Seq Scan on (locks|lock_holders|lock_waiters|processed_requests|lock_events|sessions)\b`)
 	text := regexp.MustCompile(`(?s)Query Text: (.*?)\n(\S)`)
 	var report []string
+	nextDues := 0
 	for _, p := range conn.Plans() {
 		sql := "?"
 		if m := text.FindStringSubmatch(p); m != nil {
@@ -165,7 +168,14 @@ func TestPlansOnLargeTables(t *testing.T) {
 		report = append(report, fmt.Sprintf("%6d pages  %.110s", pages, sql))
 		require.False(t, seq.MatchString(p), "a statement scans a big table:\n%s", p)
 		require.Less(t, pages, 500, "a statement reads %d pages:\n%s", pages, p)
+		if strings.Contains(sql, "FROM unnest($1::int[]) WITH ORDINALITY AS p(id, n), LATERAL") {
+			nextDues++
+			for _, index := range []string{"lock_holders_expiry", "lock_waiters_deadline", "sessions_expiry", "locks_delay_by_partition"} {
+				require.Contains(t, p, "Index Only Scan using "+index, "NextDues reads each partition's due times from its index:\n%s", p)
+			}
+		}
 	}
+	require.Equal(t, 2, nextDues, "NextDue and NextDues explained")
 	slices.Sort(report)
 	slices.Reverse(report)
 	t.Logf("%d statements on %d held locks, %d waiters (%d on %s); most pages read first:\n%s", len(report), held, waiting, queueLen, hot,

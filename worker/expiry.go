@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -164,22 +165,137 @@ func earliest(a, b time.Time) time.Time {
 	return a
 }
 
-// nextDueTimeout bounds untilDue's read; it fails like any other, and is
-// retried after the backoff.
+// nextDueTimeout bounds one read of next due times; it fails like any
+// other, and is retried after the backoff.
 const nextDueTimeout = 10 * time.Second
 
 // untilDue is how long until the partition's next lease or waiter ends, by
-// database time; maxExpirySleep when nothing is due.
+// database time; maxExpirySleep when nothing is due. The worker's
+// schedulers read together (dueReads): an idle worker asks once a second
+// in one statement, not one per partition.
 func (p *partition) untilDue(ctx context.Context) (time.Duration, error) {
+	due, err := p.w.dueReads.read(ctx, p.w.cfg.Store, p.id)
+	if err != nil || !due.OK {
+		return maxExpirySleep, err
+	}
+	return due.In, nil
+}
+
+// dueReadPatience is how long a scheduler waits for merged reads before it
+// reads alone. A healthy merged read of a thousand partitions takes
+// milliseconds; one that takes longer is stuck (a connection that stopped
+// answering) or slow. The scheduler reads again at a lease's due time
+// before it ends it, so that read's delay is the lease's lateness: this
+// wait plus one read alone stays within the documented 1 s
+// (maxExpirySleep). Reading alone, not failing into the retry's pause,
+// answers as soon as the database does; a database too slow for the
+// patience gets the reads of one partition each, as before the merge.
+const dueReadPatience = maxExpirySleep / 2
+
+// dueBatcher merges the expiry schedulers' reads of their next due times:
+// reads asked for while one runs are run together next, in one statement
+// (handlers.NextDues). The merge must not couple the partitions, so each
+// caller waits on its own context and at most dueReadPatience; a run's
+// statement runs in a goroutine of its own, serving whoever still waits,
+// and is cancelled once none does. A withdrawal, a revoke or a stop ends
+// the partitions' contexts (all children of the serving one), and so the
+// runs at once, whichever partition's read started them. Purpose-built
+// rather than the relay's merger, whose runs are led by a caller and
+// serve it to the end. The zero value is ready.
+type dueBatcher struct {
+	mu      sync.Mutex
+	next    *dueRun // run when the running one ends
+	running bool
+}
+
+// dueRun is one merged read.
+type dueRun struct {
+	ids     []int32
+	dues    []handlers.Due
+	err     error
+	done    chan struct{} // closed when answered
+	waiting int           // callers waiting for it, under the batcher's mu
+	cancel  context.CancelFunc
+}
+
+// read is partition id's next due time, from a merged read or, past
+// dueReadPatience, one of its own.
+func (b *dueBatcher) read(ctx context.Context, st *store.Store, id int32) (handlers.Due, error) {
+	b.mu.Lock()
+	r := b.next
+	if r == nil {
+		r = &dueRun{done: make(chan struct{})}
+		b.next = r
+	}
+	i := len(r.ids)
+	r.ids = append(r.ids, id)
+	r.waiting++
+	if !b.running {
+		b.start(st)
+	}
+	b.mu.Unlock()
+
+	patience := time.NewTimer(dueReadPatience)
+	defer patience.Stop()
+	select {
+	case <-r.done:
+		if r.err != nil {
+			return handlers.Due{}, r.err
+		}
+		return r.dues[i], nil
+	case <-ctx.Done():
+		b.leave(r)
+		return handlers.Due{}, ctx.Err()
+	case <-patience.C:
+		b.leave(r)
+	}
 	// Bounded, as a transaction's attempt is: a connection that stopped
 	// answering would hold the partition's expiries until TCP gives up.
 	ctx, cancel := context.WithTimeout(ctx, nextDueTimeout)
 	defer cancel()
-	_, in, ok, err := handlers.NextDue(ctx, p.w.cfg.Store.Pool, p.id)
-	if err != nil || !ok {
-		return maxExpirySleep, err
+	dues, err := handlers.NextDues(ctx, st.Pool, []int32{id})
+	if err != nil {
+		return handlers.Due{}, err
 	}
-	return in, nil
+	return dues[0], nil
+}
+
+// start runs b.next, under b.mu; at its end it starts the one gathered
+// meanwhile.
+func (b *dueBatcher) start(st *store.Store) {
+	r := b.next
+	b.next = nil
+	b.running = true
+	// Its callers' contexts do not bound it: it serves them all, and the
+	// last to leave cancels it.
+	ctx, cancel := context.WithTimeout(context.Background(), nextDueTimeout)
+	r.cancel = cancel
+	go func() {
+		r.dues, r.err = handlers.NextDues(ctx, st.Pool, r.ids)
+		cancel()
+		close(r.done)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.running = false
+		if b.next != nil {
+			b.start(st)
+		}
+	}()
+}
+
+// leave takes a caller out of r: a run no caller waits for is dropped, or
+// cancelled if it runs.
+func (b *dueBatcher) leave(r *dueRun) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.waiting--; r.waiting > 0 {
+		return
+	}
+	if r == b.next {
+		b.next = nil
+		return
+	}
+	r.cancel()
 }
 
 // expireDue runs the expiry step in a transaction that, like every writer of

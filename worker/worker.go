@@ -321,6 +321,9 @@ type Worker struct {
 	// stall holds the partitions' writes after a stall of the process
 	// until the group confirms this member (nil: no session timeout known).
 	stall *stallGate
+	// dueReads merges the expiry schedulers' reads of their partitions'
+	// next due times (untilDue).
+	dueReads dueBatcher
 }
 
 // New checks cfg and creates the Kafka client; Run joins the consumer
