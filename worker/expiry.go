@@ -182,15 +182,15 @@ func (p *partition) untilDue(ctx context.Context) (time.Duration, error) {
 }
 
 // dueReadPatience is how long a scheduler waits for merged reads before it
-// reads alone. A healthy merged read of a thousand partitions takes
-// milliseconds; one that takes longer is stuck (a connection that stopped
-// answering) or slow. The scheduler reads again at a lease's due time
-// before it ends it, so that read's delay is the lease's lateness: this
-// wait plus one read alone stays within the documented 1 s
-// (maxExpirySleep). Reading alone, not failing into the retry's pause,
-// answers as soon as the database does; a database too slow for the
-// patience gets the reads of one partition each, as before the merge.
-const dueReadPatience = maxExpirySleep / 2
+// reads alone as well, taking whichever answers first. A healthy merged
+// read of a thousand partitions takes milliseconds; one that takes longer
+// is stuck (a connection that stopped answering) or slow. The scheduler
+// reads again at a lease's due time before it ends it, so that read's
+// delay is the lease's lateness: a stuck merged read costs this much more
+// than a read alone, and a slow one nothing (its answer is taken if it
+// comes first), but for a caller that queued behind a run in flight, which
+// waits for at most this plus one read of its own.
+const dueReadPatience = maxExpirySleep / 5
 
 // dueBatcher merges the expiry schedulers' reads of their next due times:
 // reads asked for while one runs are run together next, in one statement
@@ -237,27 +237,42 @@ func (b *dueBatcher) read(ctx context.Context, st *store.Store, id int32) (handl
 
 	patience := time.NewTimer(dueReadPatience)
 	defer patience.Stop()
-	select {
-	case <-r.done:
-		if r.err != nil {
-			return handlers.Due{}, r.err
+	var own chan dueAnswer // a read of its own, once patience ran out
+	for {
+		select {
+		case <-r.done:
+			if r.err != nil {
+				return handlers.Due{}, r.err
+			}
+			return r.dues[i], nil
+		case <-ctx.Done():
+			b.leave(r)
+			return handlers.Due{}, ctx.Err()
+		case <-patience.C:
+			// Bounded, as a transaction's attempt is: a connection that
+			// stopped answering would hold the partition's expiries until
+			// TCP gives up. Ended when read returns, whoever answered.
+			octx, cancel := context.WithTimeout(ctx, nextDueTimeout)
+			defer cancel()
+			own = make(chan dueAnswer, 1)
+			go func() {
+				dues, err := handlers.NextDues(octx, st.Pool, []int32{id})
+				own <- dueAnswer{dues, err}
+			}()
+		case a := <-own:
+			b.leave(r)
+			if a.err != nil {
+				return handlers.Due{}, a.err
+			}
+			return a.dues[0], nil
 		}
-		return r.dues[i], nil
-	case <-ctx.Done():
-		b.leave(r)
-		return handlers.Due{}, ctx.Err()
-	case <-patience.C:
-		b.leave(r)
 	}
-	// Bounded, as a transaction's attempt is: a connection that stopped
-	// answering would hold the partition's expiries until TCP gives up.
-	ctx, cancel := context.WithTimeout(ctx, nextDueTimeout)
-	defer cancel()
-	dues, err := handlers.NextDues(ctx, st.Pool, []int32{id})
-	if err != nil {
-		return handlers.Due{}, err
-	}
-	return dues[0], nil
+}
+
+// dueAnswer is a read's answer.
+type dueAnswer struct {
+	dues []handlers.Due
+	err  error
 }
 
 // start runs b.next, under b.mu; at its end it starts the one gathered

@@ -77,7 +77,12 @@ func TestUntilDueMergesPartitions(t *testing.T) {
 	for id := int32(2); id <= n; id++ {
 		wg.Go(func() { read(id) })
 	}
-	time.Sleep(300 * time.Millisecond) // the others wait behind the first read
+	// The others wait behind the first read, within their patience.
+	require.Eventually(t, func() bool {
+		w.dueReads.mu.Lock()
+		defer w.dueReads.mu.Unlock()
+		return w.dueReads.next != nil && len(w.dueReads.next.ids) == n-1
+	}, dueReadPatience/2, time.Millisecond)
 	require.NoError(t, tx.Rollback(ctx))
 	wg.Wait()
 
@@ -167,4 +172,22 @@ func TestUntilDueWithdrawalEndsRun(t *testing.T) {
 	began := time.Now()
 	require.Less(t, (<-done).Sub(began), 200*time.Millisecond, "a withdrawal ends the wait at once")
 	require.Eventually(t, func() bool { return reads.failed.Load() == 1 }, 2*time.Second, time.Millisecond, "and the read")
+}
+
+// A slow but answering database (every next-due read 600 ms, past
+// dueReadPatience): the merged read's answer is taken when it comes first,
+// so untilDue costs one read, not the patience and a read of its own.
+func TestUntilDueSlowReadNotDelayed(t *testing.T) {
+	delays := make([]time.Duration, 20)
+	for i := range delays {
+		delays[i] = 600 * time.Millisecond
+	}
+	reads := &dueReads{delays: delays}
+	st := testdb.NewWith(t, store.Config{Tracer: reads})
+	w := &Worker{cfg: Config{Store: st}, log: zerolog.Nop()}
+	p := &partition{w: w, id: 1, wake: make(chan struct{}, 1)}
+	began := time.Now()
+	_, err := p.untilDue(t.Context())
+	require.NoError(t, err)
+	require.Less(t, time.Since(began), time.Second, "one read of 600 ms answers within the scheduler's second")
 }
