@@ -63,19 +63,7 @@ func NewSchema(t testing.TB) Schema {
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
 		t.Fatalf("creating test schema: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := connect(ctx, url)
-		if err != nil {
-			t.Logf("dropping schema %s: %v", name, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP SCHEMA "+name+" CASCADE"); err != nil {
-			t.Logf("dropping schema %s: %v", name, err)
-		}
-	})
+	dropAtEnd(t, url, "schema "+name, "DROP SCHEMA "+name+" CASCADE", t.Logf)
 	// search_path as a startup parameter, not a SET: tern's "reset all"
 	// after each migration would undo a SET.
 	return Schema{Name: name, URL: connstr.WithParam(url, "search_path", name)}
@@ -97,20 +85,26 @@ func NewDatabase(t testing.TB, options string) Schema {
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" "+options); err != nil {
 		SkipMissing(t, "creating a test database (the user needs CREATEDB): %v", err)
 	}
+	dropAtEnd(t, url, "database "+name, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)", t.Errorf)
+	return Schema{Name: name, URL: connstr.WithParam(url, "dbname", name)}
+}
+
+// dropAtEnd runs drop, which drops what, on the test server at url when t
+// ends, telling a failure with report.
+func dropAtEnd(t testing.TB, url, what, drop string, report func(string, ...any)) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		c, err := connect(ctx, url)
 		if err != nil {
-			t.Errorf("dropping database %s: %v", name, err)
+			report("dropping %s: %v", what, err)
 			return
 		}
 		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("dropping database %s: %v", name, err)
+		if _, err := c.Exec(ctx, drop); err != nil {
+			report("dropping %s: %v", what, err)
 		}
 	})
-	return Schema{Name: name, URL: connstr.WithParam(url, "dbname", name)}
 }
 
 // Require fails the test, saying how to provide PostgreSQL, unless the test
