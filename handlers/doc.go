@@ -41,7 +41,7 @@
 // A lease with a lock_delay that ends by expiry or revoke sets the row's
 // delay_until: no grant before it (the common cases check it too); the
 // scheduler of the row's partition hands the lock to its waiters when it
-// passes (ExpireDue, NextDue).
+// passes (ExpireDue, NextDues).
 //
 // A lease is held while the database time is before its expires_at. Every
 // decision uses the database's clock: the statement that locks the row also
@@ -92,6 +92,6 @@
 //
 // # Exported names
 //
-// Batch, Env, NextDue and the constants are for the worker, the HTTP
+// Batch, Env, NextDues and the constants are for the worker, the HTTP
 // inspection and lockbench of this module only.
 package handlers

@@ -75,29 +75,19 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 // lockKey names a lock.
 type lockKey struct{ ns, name string }
 
-// NextDue returns when the partition next has a session, a lease, a waiter
-// or a lock-delay to end and how long that is from now by the database's
-// clock (negative: overdue; at most maxDueIn either way), or ok false when it
-// has none. It reads only the indexes by partition and time.
-func NextDue(ctx context.Context, q interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, partition int32) (at time.Time, in time.Duration, ok bool, err error) {
-	dues, err := NextDues(ctx, q, []int32{partition})
-	if err != nil {
-		return time.Time{}, 0, false, err
-	}
-	return dues[0].At, dues[0].In, dues[0].OK, nil
-}
-
-// Due is one partition's answer of NextDues, as NextDue's.
+// Due is when a partition next has a session, a lease, a waiter or a
+// lock-delay to end (At) and how long that is from now by the database's
+// clock (In: negative when overdue; at most maxDueIn either way); OK false
+// when it has none.
 type Due struct {
 	At time.Time
 	In time.Duration
 	OK bool
 }
 
-// NextDues is NextDue of each of partitions, in their order, in one
-// statement: the expiry schedulers of many partitions cost one query.
+// NextDues is the Due of each of partitions, in their order, in one
+// statement: the expiry schedulers of many partitions cost one query. It
+// reads only the indexes by partition and time.
 func NextDues(ctx context.Context, q interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
 }, partitions []int32) ([]Due, error) {
@@ -130,5 +120,5 @@ func NextDues(ctx context.Context, q interface {
 	return dues, nil
 }
 
-// maxDueIn bounds NextDue's in either way, far beyond any sleep of its callers.
+// maxDueIn bounds a Due's In either way, far beyond any sleep of its callers.
 const maxDueIn = 100 * 365 * 24 * time.Hour

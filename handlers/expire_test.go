@@ -14,12 +14,19 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// nextDue calls handlers.NextDue on the pool.
+// due calls handlers.NextDues on the pool for one partition.
+func (h *harness) due(partition int32) handlers.Due {
+	h.t.Helper()
+	dues, err := handlers.NextDues(h.t.Context(), h.st.Pool, []int32{partition})
+	require.NoError(h.t, err)
+	return dues[0]
+}
+
+// nextDue is due's time, in UTC, and whether there is one.
 func (h *harness) nextDue(partition int32) (time.Time, bool) {
 	h.t.Helper()
-	at, _, ok, err := handlers.NextDue(h.t.Context(), h.st.Pool, partition)
-	require.NoError(h.t, err)
-	return at.UTC(), ok
+	d := h.due(partition)
+	return d.At.UTC(), d.OK
 }
 
 func TestExpireDueEndsLeaseAndGrantsWaiter(t *testing.T) {
@@ -420,11 +427,10 @@ func TestNextDueCenturiesAhead(t *testing.T) {
 	h := newHarness(t)
 	h.one(h.acquire("far", "alice", lease(60)))
 	far := h.timeOf(`UPDATE lock_holders SET expires_at = clock_timestamp() + interval '400 years' WHERE owner_id = 'alice' RETURNING expires_at`)
-	at, in, ok, err := handlers.NextDue(t.Context(), h.st.Pool, 0)
-	require.NoError(t, err)
-	require.True(t, ok)
-	require.Equal(t, far, at.UTC())
-	require.Positive(t, in, "due in 400 years")
+	d := h.due(0)
+	require.True(t, d.OK)
+	require.Equal(t, far, d.At.UTC())
+	require.Positive(t, d.In, "due in 400 years")
 }
 
 // TestExpireDueSkipsLockedWaits: a timed-out waiter, or a passed
