@@ -386,16 +386,14 @@ func (v *Verifier) files() ([]keyFile, error) {
 			return nil, fmt.Errorf("reading AUTH_KEYS: %w", err)
 		}
 		if fi.IsDir() {
-			pems, err := filepath.Glob(filepath.Join(v.cfg.KeysPath, "*.pem"))
+			pems, err := pemFiles(v.cfg.KeysPath, issuerKey)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("reading AUTH_KEYS: %w", err)
 			}
 			if len(pems) == 0 {
 				return nil, fmt.Errorf("AUTH_KEYS directory %s holds no verification keys (*.pem)", v.cfg.KeysPath)
 			}
-			for _, p := range pems {
-				files = append(files, keyFile{path: p, kind: issuerKey})
-			}
+			files = append(files, pems...)
 		} else {
 			files = append(files, keyFile{path: v.cfg.KeysPath, kind: issuerKey})
 		}
@@ -408,16 +406,35 @@ func (v *Verifier) files() ([]keyFile, error) {
 		if !fi.IsDir() {
 			return nil, fmt.Errorf("AUTH_REQUESTER_KEYS %s is not a directory (of <requester>.pem files)", v.cfg.RequesterKeysPath)
 		}
-		pems, err := filepath.Glob(filepath.Join(v.cfg.RequesterKeysPath, "*.pem"))
+		pems, err := pemFiles(v.cfg.RequesterKeysPath, requesterKey)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("reading AUTH_REQUESTER_KEYS: %w", err)
 		}
-		for _, p := range pems {
-			files = append(files, keyFile{path: p, kind: requesterKey})
-		}
+		files = append(files, pems...)
 	}
 	if v.cfg.HMACKeyFile != "" {
 		files = append(files, keyFile{path: v.cfg.HMACKeyFile, kind: hmacKey})
+	}
+	return files, nil
+}
+
+// pemFiles lists the *.pem entries of directory dir, by name. dir is read
+// as a name, never as a pattern (filepath.Glob): "keys[prod]" is a legal
+// directory, and a pattern would list nothing, fail, or read another
+// directory's keys. Every *.pem entry is listed whatever it is: a
+// symlink (a Kubernetes Secret's, into its ..data) is read as its target,
+// and an entry of no regular file fails its read (readAll) rather than
+// leave its keys out unsaid.
+func pemFiles(dir string, kind keyKind) ([]keyFile, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var files []keyFile
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".pem") {
+			files = append(files, keyFile{path: filepath.Join(dir, e.Name()), kind: kind})
+		}
 	}
 	return files, nil
 }
