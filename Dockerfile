@@ -12,7 +12,8 @@
 # go.mod's version, so the build downloads no toolchain. The tags float (a
 # rebuilt image may bring another patch of the base layers): for builds
 # that repeat, pin both images by digest (golang:1.26.8@sha256:..., and the
-# distroless image below likewise), as the kustomization pins lockworker's.
+# distroless image below likewise), as you should pin lockworker's in
+# deploy/kubernetes/kustomization.yaml (it ships newTag: latest).
 ARG GO_VERSION=1.26.8
 
 # The builder runs on the build machine's platform and cross-compiles, so a
