@@ -61,8 +61,9 @@
 // # Guarantees
 //
 // Delivery is at least once: a row is deleted only after Kafka acknowledged
-// it, so a crash, a lost partition, a failed DELETE or a Publish that failed
-// half way publishes some rows again. Consumers dedupe on ce_id.
+// it, so a crash, a lost partition, a failed DELETE, a Publish that failed
+// half way or one still unanswered HandOverWait after Run's context ended
+// publishes some rows again. Consumers dedupe on ce_id.
 //
 // Order, within one commands partition:
 //
@@ -158,8 +159,10 @@
 //     Publish simply blocks until a broker answers: the partition waits in
 //     that call instead, with the same outcome. Run still returns when its
 //     context ends, after waiting Config.HandOverWait (10 s) for the call
-//     so that the partition's next owner does not publish before it; a call
-//     still unanswered then is left behind, its rows in the table.
+//     so that the partition's next owner does not publish before it, and
+//     after deleting the rows Kafka acknowledged of it, so that the next
+//     owner does not publish them again; a call that failed, or is still
+//     unanswered then (left behind), keeps its rows in the table.
 //
 // Parked rows are kept and counted ([Backlog], [Parked]), never dropped, and
 // each parking is reported to Config.OnParked.

@@ -125,8 +125,9 @@ func (p *partition) beginProbe(u unit, size int) (end func(error)) {
 // (those of the others were taken), unless they do not all fit the
 // probes' bounds (probeFits): it then returns false and changes nothing,
 // and the pass waits for them. When ctx ends first, the publish is left
-// behind (finished closes when it returns), its rows to be published
-// again. p.lock is held.
+// behind (finished closes when it returns): Run deletes the rows Kafka
+// acknowledged of it (handOver), the others are published again. p.lock
+// is held.
 func (r *Relay) probeRest(ctx context.Context, p *partition, units []unit, rest []int, outcomes <-chan outcome, finished <-chan struct{}) bool {
 	running, bytes := p.probing(), p.probes.bytes
 	sizes := make(map[int]int, len(rest))
@@ -149,7 +150,7 @@ func (r *Relay) probeRest(ctx context.Context, p *partition, units []unit, rest 
 				ends[o.k](o.err)
 				delete(ends, o.k)
 			case <-ctx.Done():
-				p.left.add(finished)
+				p.left.leave(finished, unsettled(units, outcomes))
 				for _, end := range ends {
 					end(ctx.Err())
 				}
@@ -206,9 +207,9 @@ func (r *Relay) settleProbes(ctx context.Context, p *partition) passResult {
 
 // endProbes, as Run ends, waits for its probes (each returns at once, its
 // publish left behind in p.left if Kafka has not answered: handOver waits
-// for it) and deletes the rows of those Kafka acknowledged, rather than
-// have the partition's next owner publish them again. p.lock is taken,
-// as by deleteNow.
+// for it, and deletes what Kafka acknowledged of it) and deletes the rows
+// of those Kafka acknowledged, rather than have the partition's next owner
+// publish them again. p.lock is taken, as by deleteNow.
 func (r *Relay) endProbes(ctx context.Context, p *partition) {
 	p.probes.wg.Wait()
 	lctx, cancel := beyond(ctx, queryTimeout)
@@ -229,11 +230,5 @@ func (r *Relay) endProbes(ctx context.Context, p *partition) {
 			p.blocked[t] = b
 		}
 	}
-	if ps.res.published == 0 {
-		return
-	}
-	r.passDone(ctx, ps)
-	if err := r.deleteAcked(ctx, p); err != nil {
-		r.log.Warn().Err(err).Int32("partition", p.id).Msg("outbox: deleting rows a probe published failed; the next owner publishes them again")
-	}
+	r.deleteAtEnd(ctx, p, ps)
 }

@@ -68,8 +68,11 @@ type Config struct {
 	// before it returns: the worker lets the partition go after Run, so its
 	// next owner, which publishes the same rows and later ones, does not
 	// start before them, and a lock's records land in order (the lock
-	// state topic's compaction keeps the last one to land). A publish
-	// still unanswered after it may land after the next owner's records.
+	// state topic's compaction keeps the last one to land). The rows Kafka
+	// acknowledged of them within it are deleted before Run returns, so
+	// the next owner does not publish them again. A publish still
+	// unanswered after it may land after the next owner's records, and
+	// its rows are published again.
 	// Default 10 s; negative: no wait.
 	HandOverWait time.Duration
 	// OrderAcrossTopics trades throughput for order across topics. Default
@@ -181,7 +184,8 @@ type partition struct {
 	awaitWarned bool
 
 	// left are the publishes passes left behind when their context ended
-	// (await): Run waits for them before it returns (handOver).
+	// (await): Run waits for them before it returns, and deletes the rows
+	// Kafka acknowledged of them (handOver).
 	left leftBehind
 	// probes are the current Run's probes (probe.go); acks counts the
 	// acknowledged publishes, so that a failure tells whether Kafka
@@ -407,7 +411,7 @@ func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.
 		return nil
 	}
 	defer func() { <-p.run }()
-	defer r.handOver(p)
+	defer r.handOver(ctx, p)
 
 	// Another worker may have owned the partition meanwhile: forget local
 	// backoffs (the first read finds the parked topics). The rows an
@@ -949,7 +953,9 @@ func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []u
 				left = 0
 			}
 		case <-ctx.Done():
-			p.left.add(finished) // its rows are published again
+			// Run deletes the rows Kafka acknowledged of it (handOver);
+			// the others are published again.
+			p.left.leave(finished, unsettled(units, outcomes))
 			for k := range units {
 				if !known[k] {
 					errs[k], known[k] = ctx.Err(), true
@@ -1799,8 +1805,7 @@ func (r *Relay) publish(ctx context.Context, p *partition, topic string, run []r
 	if err != nil {
 		return err
 	}
-	perr, err := await(ctx, &p.left, func() error { return r.cfg.Publisher.Publish(topic, msgs...) })
-	return cmp.Or(err, perr)
+	return p.left.await(ctx, unit{topic, run}, func() error { return r.cfg.Publisher.Publish(topic, msgs...) })
 }
 
 // messages are the rows as messages whose context is ctx.
@@ -1817,33 +1822,47 @@ func (r *Relay) messages(ctx context.Context, run []row) ([]*message.Message, er
 	return msgs, nil
 }
 
-// await runs a publishing call and returns its result, or ctx's error
+// await runs call, publishing u, and returns its result, or ctx's error
 // when ctx ends first. An idempotent kgo client never gives up on a
 // request that got no answer (it cannot know whether it was written),
 // whatever the timeouts: a publish then returns only when a broker
 // answers. That is the pause we want while Kafka is away, but Run must
 // still end on revocation, so the call is left behind when ctx ends, in
-// left, which Run waits for a while (handOver). Its rows stay and are
-// published again later: a duplicate, never a loss.
-func await[T any](ctx context.Context, left *leftBehind, call func() T) (T, error) {
-	done := make(chan T, 1)
+// l, which Run waits for a while (handOver): the rows Kafka acknowledged
+// by then are deleted, the others stay and are published again later (a
+// duplicate, never a loss).
+func (l *leftBehind) await(ctx context.Context, u unit, call func() error) error {
+	var err error
 	finished := make(chan struct{})
-	go func() { done <- call(); close(finished) }()
+	go func() { err = call(); close(finished) }()
 	select {
-	case v := <-done:
-		return v, nil
+	case <-finished:
+		return err
 	case <-ctx.Done():
-		left.add(finished)
-		var zero T
-		return zero, ctx.Err()
+		l.leave(finished, func() []answer { return []answer{{u, err}} })
+		return ctx.Err()
 	}
 }
 
 // leftBehind are the publishing calls a partition's passes left behind,
-// each a channel closed when it returns.
+// each a channel closed when it returns, and what they answered.
 type leftBehind struct {
 	mu    sync.Mutex
 	calls []<-chan struct{}
+	late  []lateCall
+}
+
+// lateCall is a call left behind: answers, once finished is closed, are
+// the outcomes of the units it published that no pass settled.
+type lateCall struct {
+	finished <-chan struct{}
+	answers  func() []answer
+}
+
+// answer is the outcome of a unit's publish.
+type answer struct {
+	u   unit
+	err error
 }
 
 func (l *leftBehind) add(finished <-chan struct{}) {
@@ -1852,10 +1871,53 @@ func (l *leftBehind) add(finished <-chan struct{}) {
 	l.calls = append(l.calls, finished)
 }
 
+// leave leaves a call behind (add), whose answers handOver acknowledges
+// once it has returned (lateCall).
+func (l *leftBehind) leave(finished <-chan struct{}, answers func() []answer) {
+	l.mu.Lock()
+	l.late = append(l.late, lateCall{finished, answers})
+	l.mu.Unlock()
+	l.add(finished) // after: every call wait waits for has its answers
+}
+
+// unsettled are the answers of a call publishing units, once it has
+// returned: the outcomes no pass took from outcomes (startAll's).
+func unsettled(units []unit, outcomes <-chan outcome) func() []answer {
+	return func() []answer {
+		var out []answer
+		for {
+			select {
+			case o := <-outcomes:
+				out = append(out, answer{units[o.k], o.err})
+			default:
+				return out
+			}
+		}
+	}
+}
+
+// answered returns the answers of the calls left behind that have
+// returned since it was last called.
+func (l *leftBehind) answered() []answer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []answer
+	l.late = slices.DeleteFunc(l.late, func(c lateCall) bool {
+		select {
+		case <-c.finished:
+			out = append(out, c.answers()...)
+			return true
+		default:
+			return false
+		}
+	})
+	return out
+}
+
 func (l *leftBehind) reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.calls = nil
+	l.calls, l.late = nil, nil
 }
 
 func (l *leftBehind) count() int {
@@ -1900,8 +1962,11 @@ func (l *leftBehind) wait(d time.Duration) int {
 }
 
 // handOver waits, as Run returns, for the publishes its passes left
-// behind, at most HandOverWait (see there).
-func (r *Relay) handOver(p *partition) {
+// behind, at most HandOverWait (see there), and deletes the rows Kafka
+// acknowledged of those that returned: the partition's next owner, which
+// reads the table once Run has returned, does not publish them again.
+// The rows of a publish that failed or still runs stay for it.
+func (r *Relay) handOver(ctx context.Context, p *partition) {
 	if r.cfg.HandOverWait < 0 || p.left.count() == 0 {
 		return
 	}
@@ -1909,6 +1974,34 @@ func (r *Relay) handOver(p *partition) {
 	if n := p.left.wait(r.cfg.HandOverWait); n > 0 {
 		r.log.Warn().Int32("partition", p.id).Int("publishes", n).Dur("waited", r.cfg.HandOverWait).
 			Msg("outbox: publishes Kafka has not answered are left running as the partition's relay stops: if they land, their records may come after the next owner's")
+	}
+	answers := p.left.answered()
+	if len(answers) == 0 {
+		return
+	}
+	lctx, cancel := beyond(ctx, queryTimeout)
+	defer cancel()
+	if !p.acquire(lctx) {
+		return
+	}
+	defer p.release()
+	ps := &passState{}
+	for _, a := range answers {
+		ps.ackWritten(p, a.u, a.err) // the rest stays in the table
+	}
+	r.deleteAtEnd(ctx, p, ps)
+}
+
+// deleteAtEnd, as Run ends, reports the rows ps acknowledged (publishes
+// that returned after their pass) and deletes them, rather than have the
+// partition's next owner publish them again. p.lock is held.
+func (r *Relay) deleteAtEnd(ctx context.Context, p *partition, ps *passState) {
+	if ps.res.published == 0 {
+		return
+	}
+	r.passDone(ctx, ps)
+	if err := r.deleteAcked(ctx, p); err != nil {
+		r.log.Warn().Err(err).Int32("partition", p.id).Msg("outbox: deleting rows published as the partition's relay stopped failed; the next owner publishes them again")
 	}
 }
 
