@@ -45,10 +45,13 @@ func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (to
 // refused puts a record Decode refused through authorize's rules, so that
 // its rejection is answered only where a valid command's would be: a
 // record without a valid token, or naming a reply topic it may not use, is
-// not answered there whatever else is wrong with it. A refusal of the
-// requester's rules replaces Decode's; a reply topic past MaxReplyTopics
-// leaves Decode's rejection its code, as it leaves a refusal of the rules
-// theirs, and is only said in its message ("; not answered: ...").
+// not answered there whatever else is wrong with it. A refusal of who may
+// do what (UNAUTHENTICATED, FORBIDDEN) replaces Decode's; the length of the
+// scoped owner_id does not: it is a field's rule, and Decode's refusal was
+// judged before it (v before every field). A reply topic past
+// MaxReplyTopics leaves Decode's rejection its code, as it leaves a refusal
+// of the rules theirs, and is only said in its message ("; not answered:
+// ...").
 func (w *Worker) refused(ctx context.Context, rej *topics.Rejection, r *kgo.Record) *topics.Rejection {
 	c := rej.Command
 	if w.generatedID(c.RequestID) {
@@ -58,7 +61,7 @@ func (w *Worker) refused(ctx context.Context, rej *topics.Rejection, r *kgo.Reco
 		c.ReplyTo = "" // nothing to authorize: it is answered nowhere
 	}
 	c, own := w.requesterRules(c, r)
-	if own == nil {
+	if own == nil || (own.Code != topics.CodeUnauthenticated && own.Code != topics.CodeForbidden) {
 		own = &topics.Rejection{Command: c, Code: rej.Code, Message: rej.Message}
 	}
 	_, own = w.boundReplyTo(ctx, c, own)

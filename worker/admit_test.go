@@ -234,6 +234,33 @@ func TestAuthenticatedRequesters(t *testing.T) {
 	require.Contains(t, msg, "header longer than")
 }
 
+// Under authentication, v above 1 is UNSUPPORTED_VERSION whatever the
+// owner_id, as without: the length of the owner scoped by the requester is
+// a field's rule, judged after v like any other, not a rule of who may do
+// what. A valid command's scoped owner past the limit is refused for it.
+func TestUnsupportedVersionIsJudgedBeforeTheScopedOwner(t *testing.T) {
+	w, st, token := authWorker(t)
+	p := w.newPartition(w.hard, 0)
+	names := topics.DefaultNames()
+	own := names.ReplyTopic("billing")
+	long := strings.Repeat("o", topics.MaxOwnerIDBytes-5) // "billing:" takes it past the limit
+	for i, tc := range []struct{ v, owner, code, msg string }{
+		{"2", "w", topics.CodeUnsupportedVersion, ""},
+		{"2", long, topics.CodeUnsupportedVersion, ""},
+		{"1", long, topics.CodeInvalidRequest, "owner_id scoped by the requester"},
+	} {
+		v := []byte(fmt.Sprintf(`{"v":%s,"request_id":"v-%d","operation":"acquire","lock_name":"a","owner_id":%q,"reply_to":%q}`, tc.v, i, tc.owner, own))
+		r := &kgo.Record{Topic: names.Commands, Partition: 0, Offset: int64(i), Key: []byte("a"), Value: v,
+			Headers: []kgo.RecordHeader{{Key: topics.HeaderAuthorization, Value: []byte(token("billing"))}}}
+		apply(w, segment{p: p, records: []*kgo.Record{r}, polledAt: time.Now()})
+		evs := outboxEvents(t, st, own)
+		require.Len(t, evs, i+1)
+		got := evs[i]
+		require.Equal(t, tc.code, got.ErrorCode, "v %s, owner_id of %d bytes: %s", tc.v, len(tc.owner), got.ErrorMessage)
+		require.Contains(t, got.ErrorMessage, tc.msg)
+	}
+}
+
 // Reply topics are bounded: commands naming new reply topics beyond
 // MaxReplyTopics are refused in the dead-letter topic, and change nothing.
 func TestReplyTopicsAreBounded(t *testing.T) {
