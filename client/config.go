@@ -146,13 +146,20 @@ type Config struct {
 	// require authentication (AUTH_REQUIRED): a JWT whose subject is the
 	// requester. Default: the LOCKWORKER_TOKEN environment variable, else
 	// the contents of the file LOCKWORKER_TOKEN_FILE (at most 64 KiB; an
-	// empty one is refused). The environment's
+	// empty one is refused). That file is read again when it changes (its
+	// size, mtime or file, symbolic links followed: a sidecar renewing it,
+	// as a Kubernetes projected token or Vault agent does), so a
+	// long-running client takes the new token; a new token New would
+	// refuse, or one naming another subject, is not taken, and the one
+	// held serves until it expires, its ErrUnauthenticated then saying why.
+	// The environment's
 	// credentials (those two and LOCKWORKER_SIGNING_KEY_FILE) are read
 	// only when Token and SigningKeyFile are both empty: either one set
 	// turns all three off. Requester defaults to its subject, and must
 	// equal it: the workers answer a requester only on its own reply
-	// topic. At most topics.MaxTokenBytes (8 KiB, without a "Bearer "
-	// scheme), the most the workers accept: New refuses a longer one.
+	// topic. It must have an exp, and be at most topics.MaxTokenBytes
+	// (8 KiB, without a "Bearer " scheme), as the workers require: New
+	// refuses another.
 	Token string
 
 	// SigningKeyFile, instead of Token, is a private key (PEM: Ed25519,
@@ -209,7 +216,8 @@ type Config struct {
 	// read is the only right it needs; ReplyTimeout, ReplyTopicPartitions
 	// and ReplyTopicReplicationFactor (nor its variable) do not apply. No
 	// token is sent, so none of the workers' rules for one is applied: its
-	// size, its sub's form, its expiry, and its claims' shape. A static
+	// size, its sub's form, its expiry (or an exp at all), and its claims'
+	// shape. A static
 	// token whose claims the workers refuse is taken with its claims unread:
 	// it names no requester, so its sub is not compared with Requester.
 	// New still refuses a token that is not a JWT (unless its claims are

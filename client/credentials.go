@@ -42,68 +42,58 @@ const SignedTokenTTL = 5 * time.Minute
 // credentials give the token each command carries, or "" without
 // authentication.
 type credentials struct {
-	static string
-	claims jwt.RegisteredClaims // of static, read unverified: sub and exp
-	key    any                  // a private key or an HMAC secret, to sign tokens
+	key    any // a private key or an HMAC secret, to sign tokens
 	method jwt.SigningMethod
 	sub    string
 	aud    string // the aud and iss a signed token names, when not ""
 	iss    string
 
+	// file is LOCKWORKER_TOKEN_FILE when static came from it: token reads
+	// it again when it changed (reread).
+	file string
+
 	// now is time.Now; tests move it past a token's expiry.
 	now func() time.Time
 
+	// static and claims.ExpiresAt change under mu when file does;
+	// claims.Subject, which subject reads unlocked, never changes.
 	mu     sync.Mutex
-	signed string
-	until  time.Time
+	static string
+	claims jwt.RegisteredClaims // of static, read unverified: sub and exp
+	seen   os.FileInfo          // file's stat when last read (tokenFileStat)
+	// fileErr is why file's new contents were not taken, nil when they
+	// were.
+	fileErr error
+	signed  string
+	until   time.Time
 }
 
 // loadCredentials reads Config's Token or SigningKeyFile, and for a
 // signing key TokenAudience and TokenIssuer (or their environment
 // variables). sub is the requester a signed token names.
 func loadCredentials(cfg Config) (*credentials, error) {
-	token, keyFile := cfg.Token, cfg.SigningKeyFile
+	token, keyFile, file := cfg.Token, cfg.SigningKeyFile, ""
+	var seen os.FileInfo
 	if token == "" && keyFile == "" {
 		token, keyFile = os.Getenv(EnvToken), os.Getenv(EnvSigningKeyFile)
 		if f := os.Getenv(EnvTokenFile); token == "" && f != "" {
-			b, err := secretfile.Read(f)
-			if err != nil {
-				return nil, fmt.Errorf("reading %s: the file it names %w", EnvTokenFile, err)
+			seen = tokenFileStat(f)
+			var err error
+			if token, err = readTokenFile(f); err != nil {
+				return nil, err
 			}
-			// Refused rather than taken as no credentials: a Secret not
-			// populated yet, or a file truncated, would have the client
-			// send unauthenticated commands that a worker requiring tokens
-			// leaves unanswered, failing only after RequestTimeout.
-			if token = strings.TrimSpace(string(b)); token == "" {
-				return nil, fmt.Errorf("%s: the file it names holds no token (it is empty, or only spaces)", EnvTokenFile)
-			}
+			file = f
 		}
 	}
 	switch {
 	case token != "" && keyFile != "":
 		return nil, errors.New("credentials: give a token or a signing key, not both")
 	case token != "":
-		c := &credentials{static: topics.BearerToken(token), now: time.Now}
-		if !cfg.ReadOnly && len(c.static) > topics.MaxTokenBytes {
-			// The workers would drop every command unanswered (ErrNoReply).
-			return nil, fmt.Errorf("%w: the token is %d bytes, over the workers' limit of %d", ErrUnauthenticated, len(c.static), topics.MaxTokenBytes)
+		static, claims, err := parseToken(token, cfg.ReadOnly)
+		if err != nil {
+			return nil, err
 		}
-		// Unverified on purpose: only the workers can judge the token; the
-		// client reads it to learn its requester and to fail fast once it
-		// has expired, and refuses the claims the workers refuse.
-		var claims staticClaims
-		_, _, err := jwt.NewParser().ParseUnverified(c.static, &claims)
-		switch {
-		case claims.refused != nil && !cfg.ReadOnly:
-			// The workers would drop every command unanswered (ErrNoReply).
-			return nil, fmt.Errorf("%w: the workers refuse the token's claims: %v", ErrUnauthenticated, claims.refused)
-		case claims.refused == nil && err != nil:
-			return nil, fmt.Errorf("%w: the token is not a JWT: %v", ErrUnauthenticated, err)
-		}
-		// A ReadOnly client sends no token: claims the workers refuse are
-		// left unread, naming no requester.
-		c.claims = claims.RegisteredClaims
-		return c, nil
+		return &credentials{static: static, claims: claims, file: file, seen: seen, now: time.Now}, nil
 	case keyFile == "":
 		return &credentials{now: time.Now}, nil
 	}
@@ -125,6 +115,73 @@ func loadCredentials(cfg Config) (*credentials, error) {
 		return nil, fmt.Errorf("signing key %s: %w", keyFile, err)
 	}
 	return c, nil
+}
+
+// readTokenFile reads the token in the file LOCKWORKER_TOKEN_FILE names.
+func readTokenFile(path string) (string, error) {
+	b, err := secretfile.Read(path)
+	if err != nil {
+		return "", fmt.Errorf("reading %s: the file it names %w", EnvTokenFile, err)
+	}
+	// Refused rather than taken as no credentials: a Secret not populated
+	// yet, or a file truncated, would have the client send unauthenticated
+	// commands that a worker requiring tokens leaves unanswered, failing
+	// only after RequestTimeout.
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("%s: the file it names holds no token (it is empty, or only spaces)", EnvTokenFile)
+	}
+	return token, nil
+}
+
+// tokenFileStat is the stat of the token file that tells, compared with a
+// later one (unchanged), whether the file changed in between: nil when it
+// cannot tell. It follows symbolic links, which a Kubernetes volume swaps
+// to renew its files.
+func tokenFileStat(path string) os.FileInfo {
+	fi, err := os.Stat(path)
+	// A file written in the last 2 s may be written again keeping its size
+	// and mtime (whose granularity is a clock tick on Linux, 2 s at worst):
+	// its stat cannot tell, so it is read again until it is older.
+	if err != nil || time.Since(fi.ModTime()) < 2*time.Second {
+		return nil
+	}
+	return fi
+}
+
+// unchanged reports whether two stats of the token file (tokenFileStat)
+// show the same file unchanged: the same file (a Kubernetes swap or a
+// rename makes another), size and mtime (a write in place changes them).
+func unchanged(a, b os.FileInfo) bool {
+	return a != nil && b != nil && os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+}
+
+// parseToken reads a static token unverified, dropping its scheme: only the
+// workers can judge it; the client reads it to learn its requester and to
+// fail fast once it has expired. It refuses one that is not a JWT and,
+// unless readOnly (no token is sent), one the workers would refuse every
+// command of.
+func parseToken(token string, readOnly bool) (string, jwt.RegisteredClaims, error) {
+	token = topics.BearerToken(token)
+	if !readOnly && len(token) > topics.MaxTokenBytes {
+		// The workers would drop every command unanswered (ErrNoReply).
+		return "", jwt.RegisteredClaims{}, fmt.Errorf("%w: the token is %d bytes, over the workers' limit of %d", ErrUnauthenticated, len(token), topics.MaxTokenBytes)
+	}
+	var claims staticClaims
+	_, _, err := jwt.NewParser().ParseUnverified(token, &claims)
+	switch {
+	case claims.refused != nil && !readOnly:
+		// The workers would drop every command unanswered (ErrNoReply).
+		return "", jwt.RegisteredClaims{}, fmt.Errorf("%w: the workers refuse the token's claims: %v", ErrUnauthenticated, claims.refused)
+	case claims.refused == nil && err != nil:
+		return "", jwt.RegisteredClaims{}, fmt.Errorf("%w: the token is not a JWT: %v", ErrUnauthenticated, err)
+	case claims.refused == nil && claims.ExpiresAt == nil && !readOnly:
+		// The workers would drop every command unanswered (ErrNoReply).
+		return "", jwt.RegisteredClaims{}, fmt.Errorf("%w: the token has no exp, which the workers require", ErrUnauthenticated)
+	}
+	// A ReadOnly client sends no token: claims the workers refuse are left
+	// unread, naming no requester.
+	return token, claims.RegisteredClaims, nil
 }
 
 // staticClaims reads a static token's claims by the workers' rule
@@ -189,17 +246,20 @@ func (c *credentials) subject() string {
 
 // token is the value of the authorization header, or "".
 func (c *credentials) token() (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	switch {
 	case c.static != "":
+		if c.file != "" {
+			c.reread()
+		}
 		if exp := c.claims.ExpiresAt; exp != nil && c.now().After(exp.Time) {
-			return "", fmt.Errorf("%w: the token expired at %s", ErrUnauthenticated, exp.Time.Format(time.RFC3339))
+			return "", c.expired(exp.Time)
 		}
 		return "Bearer " + c.static, nil
 	case c.key == nil:
 		return "", nil
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	// The wall clock, which the workers judge exp by: the monotonic one
 	// (which Before would compare) stands still while the host sleeps, and
 	// would keep a token that expired meanwhile.
@@ -226,4 +286,46 @@ func (c *credentials) token() (string, error) {
 	}
 	c.signed, c.until = "Bearer "+s, until
 	return c.signed, nil
+}
+
+// reread takes the token file's new token when the file changed since it
+// was last read: a sidecar renewing it (a Kubernetes projected token or
+// Secret, Vault agent) keeps the client authenticated without being made
+// again, which would lose its leases and sessions. A command costs a stat
+// of the file, a read only when it changed. A token New would refuse, or
+// naming another sub (the requester is fixed at New), is not taken: the
+// one held serves until it expires, its error then saying why (expired).
+// c.mu is held.
+func (c *credentials) reread() {
+	fi := tokenFileStat(c.file)
+	if unchanged(fi, c.seen) {
+		return
+	}
+	// The stat from before the read: a write during or after the read
+	// changes the file's, and it is read again.
+	c.seen = fi
+	token, err := readTokenFile(c.file)
+	var claims jwt.RegisteredClaims
+	if err == nil {
+		token, claims, err = parseToken(token, false)
+	}
+	if err == nil && claims.Subject != c.claims.Subject {
+		err = fmt.Errorf("%w: its sub %q is not the requester's, %q", ErrUnauthenticated, claims.Subject, c.claims.Subject)
+	}
+	if c.fileErr = err; err == nil {
+		c.static, c.claims.ExpiresAt = token, claims.ExpiresAt
+	}
+}
+
+// expired is the error of a static token past its exp, saying why the
+// token file did not renew it.
+func (c *credentials) expired(exp time.Time) error {
+	at := exp.Format(time.RFC3339)
+	switch {
+	case c.fileErr != nil:
+		return fmt.Errorf("%w: the token expired at %s; %s changed since, but its new token is not taken: %v", ErrUnauthenticated, at, EnvTokenFile, c.fileErr)
+	case c.file != "":
+		return fmt.Errorf("%w: the token expired at %s, and %s holds no newer one", ErrUnauthenticated, at, EnvTokenFile)
+	}
+	return fmt.Errorf("%w: the token expired at %s", ErrUnauthenticated, at)
 }

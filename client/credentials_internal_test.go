@@ -59,7 +59,8 @@ func TestCredentials(t *testing.T) {
 	require.Equal(t, acquireKey{"", "job", "billing:svc"}, (&Client{creds: c}).acquireKey("", "job", "svc"))
 	require.WithinDuration(t, time.Now().Add(SignedTokenTTL), claims.ExpiresAt.Time, 5*time.Second)
 
-	static, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "reports"}).SignedString([]byte("k"))
+	static, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "reports",
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}).SignedString([]byte("k"))
 	require.NoError(t, err)
 	tokenFile := filepath.Join(dir, "token")
 	require.NoError(t, os.WriteFile(tokenFile, []byte(static+"\n"), 0o600))
@@ -349,8 +350,8 @@ func TestCredentialFilesBoundedAndNotEmpty(t *testing.T) {
 }
 
 // A ReadOnly client sends no command, so no token: New does not refuse it
-// for a token's sub or size that the workers would refuse (lockctl locks
-// and watch --lock in a shell holding such a token).
+// for a token's sub, size or missing exp that the workers would refuse
+// (lockctl locks and watch --lock in a shell holding such a token).
 func TestReadOnlyTakesATokenTheWorkersWouldRefuse(t *testing.T) {
 	clearCredentialsEnv(t)
 	secret := []byte(strings.Repeat("s", 32))
@@ -359,7 +360,9 @@ func TestReadOnlyTakesATokenTheWorkersWouldRefuse(t *testing.T) {
 	big, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "billing", "exp": time.Now().Add(time.Hour).Unix(),
 		"pad": strings.Repeat("p", topics.MaxTokenBytes)}).SignedString(secret)
 	require.NoError(t, err)
-	for name, tok := range map[string]string{"no sub": noSub, "over the limit": big} {
+	noExp, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "billing"}).SignedString(secret)
+	require.NoError(t, err)
+	for name, tok := range map[string]string{"no sub": noSub, "over the limit": big, "no exp": noExp} {
 		cfg := Config{Token: tok, Brokers: []string{"127.0.0.1:1"}}
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		_, err := New(ctx, cfg)
@@ -468,4 +471,157 @@ func TestSignedTokensHaveTheWorkersShape(t *testing.T) {
 		require.NotNil(t, claims.ExpiresAt)
 		require.WithinDuration(t, time.Now().Add(SignedTokenTTL), *claims.ExpiresAt, 5*time.Second)
 	}
+}
+
+// A static token without exp, which every worker refuses (it requires
+// one) and leaves its commands unanswered, fails New at once, from
+// Config.Token or either environment variable, rather than every command
+// after RequestTimeout (ErrNoReply).
+func TestNewRefusesAStaticTokenWithoutExp(t *testing.T) {
+	clearCredentialsEnv(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("s", 32)), 0o600))
+	v, err := auth.NewVerifier(auth.Config{HMACKeyFile: secret})
+	require.NoError(t, err)
+	noExp, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "billing"}).SignedString([]byte(strings.Repeat("s", 32)))
+	require.NoError(t, err)
+	_, err = v.Verify(noExp)
+	require.ErrorIs(t, err, auth.ErrUnauthenticated, "the workers refuse it")
+
+	const want = "the token has no exp, which the workers require"
+	_, err = loadCredentials(Config{Token: noExp})
+	require.ErrorIs(t, err, ErrUnauthenticated)
+	require.ErrorContains(t, err, want)
+	require.ErrorContains(t, newRefused(t, Config{Token: noExp}), want)
+	t.Setenv(EnvToken, noExp)
+	require.ErrorContains(t, newRefused(t, Config{}), want, EnvToken)
+	t.Setenv(EnvToken, "")
+	file := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(file, []byte(noExp+"\n"), 0o600))
+	t.Setenv(EnvTokenFile, file)
+	require.ErrorContains(t, newRefused(t, Config{}), want, EnvTokenFile)
+}
+
+// A token file that a sidecar renews (a Kubernetes projected token or
+// Secret, swapping a symbolic link; Vault agent) is read again when it
+// changes: the client takes the new token without being made again, which
+// would lose its leases and sessions. A new token New would refuse, or one
+// naming another requester, is not taken: the one held serves until it
+// expires, and the error then says why the new one was not taken.
+func TestTokenFileReadAgainWhenItChanges(t *testing.T) {
+	clearCredentialsEnv(t)
+	start := time.Now()
+	sign := func(claims jwt.MapClaims) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(strings.Repeat("s", 32)))
+		require.NoError(t, err)
+		return tok
+	}
+	valid := func(sub string, exp time.Time) string { return sign(jwt.MapClaims{"sub": sub, "exp": exp.Unix()}) }
+
+	// As Kubernetes mounts the token: token -> ..data/token, ..data -> ..N,
+	// which a renewal swaps for a new directory.
+	dir := t.TempDir()
+	version := 0
+	renew := func(content *string) {
+		version++
+		v := fmt.Sprintf("..%d", version)
+		require.NoError(t, os.Mkdir(filepath.Join(dir, v), 0o700))
+		if content != nil {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, v, "token"), []byte(*content), 0o600))
+		}
+		require.NoError(t, os.Symlink(v, filepath.Join(dir, "..data_tmp")))
+		require.NoError(t, os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
+	}
+	first := valid("billing", start.Add(time.Minute))
+	renew(&first)
+	require.NoError(t, os.Symlink(filepath.Join("..data", "token"), filepath.Join(dir, "token")))
+	t.Setenv(EnvTokenFile, filepath.Join(dir, "token"))
+	c, err := loadCredentials(Config{})
+	require.NoError(t, err)
+	at := func(now time.Time) { c.now = func() time.Time { return now } }
+	sent := func() string {
+		t.Helper()
+		tok, err := c.token()
+		require.NoError(t, err)
+		return strings.TrimPrefix(tok, "Bearer ")
+	}
+	require.Equal(t, first, sent())
+
+	second := valid("billing", start.Add(time.Hour))
+	renew(&second)
+	require.Equal(t, second, sent(), "taken at once, before the first expires")
+
+	for name, content := range map[string]*string{
+		"no file":       nil,
+		"empty":         new(" \n"),
+		"not a JWT":     new("garbage"),
+		"no exp":        new(sign(jwt.MapClaims{"sub": "billing"})),
+		"claims":        new(sign(jwt.MapClaims{"sub": "billing", "exp": start.Add(3 * time.Hour).Unix(), "ADMIN": true})),
+		"another sub":   new(valid("payments", start.Add(3*time.Hour))),
+		"over the size": new(sign(jwt.MapClaims{"sub": "billing", "exp": start.Add(3 * time.Hour).Unix(), "pad": strings.Repeat("p", topics.MaxTokenBytes)})),
+	} {
+		renew(content)
+		at(start)
+		require.Equal(t, second, sent(), "%s: the token held is kept", name)
+		at(start.Add(2 * time.Hour))
+		_, err := c.token()
+		require.ErrorIs(t, err, ErrUnauthenticated, name)
+		require.ErrorContains(t, err, "the token expired at "+start.Add(time.Hour).Format(time.RFC3339)+
+			"; LOCKWORKER_TOKEN_FILE changed since, but its new token is not taken: ", name)
+		if content != nil && strings.TrimSpace(*content) != "" {
+			require.NotContains(t, err.Error(), strings.TrimSpace(*content), "%s: the token is not told", name)
+		}
+	}
+	third := valid("billing", start.Add(3*time.Hour))
+	renew(&third)
+	require.Equal(t, third, sent(), "a valid one is taken again")
+	at(start.Add(4 * time.Hour))
+	_, err = c.token()
+	require.ErrorContains(t, err, "expired at "+start.Add(3*time.Hour).Format(time.RFC3339)+", and LOCKWORKER_TOKEN_FILE holds no newer one")
+}
+
+// A token file rewritten in place is read again when its size or mtime
+// changed, and only then: a command costs a stat, not a read. One written
+// within the last seconds is read again at each command, for a rewrite
+// may keep both (the same size, within the mtime's granularity).
+func TestTokenFileRewrittenInPlace(t *testing.T) {
+	clearCredentialsEnv(t)
+	start := time.Now()
+	tokenFor := func(exp time.Time) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "billing",
+			ExpiresAt: jwt.NewNumericDate(exp)}).SignedString([]byte(strings.Repeat("s", 32)))
+		require.NoError(t, err)
+		return tok
+	}
+	file := filepath.Join(t.TempDir(), "token")
+	t.Setenv(EnvTokenFile, file)
+	write := func(tok string, mtime time.Time) {
+		require.NoError(t, os.WriteFile(file, []byte(tok), 0o600))
+		require.NoError(t, os.Chtimes(file, mtime, mtime))
+	}
+	sent := func(c *credentials) string {
+		t.Helper()
+		tok, err := c.token()
+		require.NoError(t, err)
+		return strings.TrimPrefix(tok, "Bearer ")
+	}
+	first, second, third := tokenFor(start.Add(time.Minute)), tokenFor(start.Add(time.Hour)), tokenFor(start.Add(2*time.Hour))
+	require.Equal(t, len(first), len(second), "renewals of the same size")
+
+	old := start.Add(-time.Hour)
+	write(first, old)
+	c, err := loadCredentials(Config{})
+	require.NoError(t, err)
+	write(second, old) // the same size and mtime: not read
+	require.Equal(t, first, sent(c), "the file is not read while its stat is unchanged")
+	write(second, old.Add(time.Second))
+	require.Equal(t, second, sent(c), "read again once its mtime changed")
+
+	recent := time.Now()
+	write(first, recent)
+	c, err = loadCredentials(Config{})
+	require.NoError(t, err)
+	write(third, recent) // written again within the mtime's granularity
+	c.now = func() time.Time { return start.Add(90 * time.Minute) }
+	require.Equal(t, third, sent(c), "a file written within the mtime's granularity is read again")
 }
