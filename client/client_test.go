@@ -455,7 +455,9 @@ func TestBadInputRefusedByClient(t *testing.T) {
 // Kafka is asked, as ErrInvalidConfig (lockctl exits 2 on it).
 func TestNewRefusesItsConfig(t *testing.T) {
 	unsigned := func(sub string) string {
-		tok, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.RegisteredClaims{Subject: sub}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.RegisteredClaims{
+			Subject: sub, ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour)), // the workers require exp
+		}).SignedString(jwt.UnsafeAllowNoneSignatureType)
 		require.NoError(t, err)
 		return tok
 	}
