@@ -517,12 +517,13 @@ func (w *Worker) countGrants(r *kgo.Record, granted map[int64]grant, f *TokenFlo
 		switch {
 		case !ok:
 			granted[g.token] = g
-		case first.lock != g.lock || first.owner != g.owner:
+		case first != g: // the same token: another lock or owner
 			if !slices.Contains(f.GrantedTwice, g.token) {
 				f.GrantedTwice = append(f.GrantedTwice, g.token)
 			}
 			w.log.Error().Str("topic", r.Topic).Int32("partition", r.Partition).Int64("offset", r.Offset).Int64("fencing_token", g.token).
-				Str("lock", g.lock).Str("owner", g.owner).Str("other_lock", first.lock).Str("other_owner", first.owner).
+				Str("namespace", g.namespace).Str("lock_name", g.lockName).Str("owner", g.owner).
+				Str("other_namespace", first.namespace).Str("other_lock_name", first.lockName).Str("other_owner", first.owner).
 				Msg(fmt.Sprintf("fencing token %d was granted twice: to two different locks or owners, as a database that lost committed transactions "+
 					`hands out again; the older holder is not fenced off by the newer. See docs/design.md "PostgreSQL lost transactions"`, g.token))
 		}
@@ -531,10 +532,12 @@ func (w *Worker) countGrants(r *kgo.Record, granted map[int64]grant, f *TokenFlo
 }
 
 // grant is a fencing token read on the lock.acquired topic and to whom it
-// was granted.
+// was granted. The lock is its namespace and name apart: joined, as
+// topics.LockKey does, ("a", "b/c") and ("a/b", "c") would be one lock, and
+// a token granted to both not found granted twice.
 type grant struct {
-	token       int64
-	lock, owner string // the lock's namespace and name; the owner
+	token                      int64
+	namespace, lockName, owner string
 }
 
 // publishedGrants are the fencing tokens of a lock.acquired event record
@@ -558,14 +561,13 @@ func publishedGrants(r *kgo.Record) []grant {
 		return nil
 	}
 	li := e.LockInfo
-	lock := li.Namespace + "/" + li.LockName
 	var gs []grant
 	if li.FencingToken > 0 {
-		gs = append(gs, grant{li.FencingToken, lock, li.OwnerID})
+		gs = append(gs, grant{li.FencingToken, li.Namespace, li.LockName, li.OwnerID})
 	}
 	for _, h := range li.Holders {
 		if h.FencingToken > 0 {
-			gs = append(gs, grant{h.FencingToken, lock, h.OwnerID})
+			gs = append(gs, grant{h.FencingToken, li.Namespace, li.LockName, h.OwnerID})
 		}
 	}
 	return gs
