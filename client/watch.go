@@ -49,7 +49,9 @@ type LockRevision struct {
 	Acquisitions int64
 	// Operation made the change ("acquire", "release", "extend", "cleanup",
 	// "expire" for the expiry scheduler, "first_state" after the upgrade to
-	// revisions).
+	// revisions), or "republish": a worker published the lock's state again
+	// unchanged (docs/design.md "Lock state topic"), which Locks shows for
+	// a lock with no change since and Watch may deliver.
 	Operation string
 	// ChangedAt is the database's time of the change.
 	ChangedAt time.Time
@@ -222,11 +224,17 @@ func splitKey(key string) (ns, name string) {
 
 // stateReader reads partitions of the state topic: from their start up to
 // the end offsets listed when it was made (the table as it was then), then
-// on.
+// on. It reads committed records only: a state written in a transaction (by
+// another producer: a mirror, a stream processor) counts once the
+// transaction commits, never when it aborts.
 type stateReader struct {
 	cons *kgo.Client
-	// end is, per partition not read up to it yet, its listed end offset.
+	// end is, per partition not read up to it yet, its listed end offset:
+	// its last stable offset, below which every transaction was decided.
 	end map[int32]int64
+	// list lists the topic's start and end offsets (listState), within
+	// Config.RequestTimeout when ctx has no deadline.
+	list func(context.Context) (starts, ends kadm.ListedOffsets, err error)
 	// failed are the errors its connections and fetches met since it last
 	// made progress.
 	failed *fetchErrors
@@ -255,6 +263,9 @@ type stateReader struct {
 	// reader reads by its ID was deleted, and maybe created again.
 	lookUp  chan struct{}
 	refused atomic.Bool
+	// moved says followMoves moved the reader to another partition or
+	// topic instance since poll last looked (relist).
+	moved atomic.Bool
 }
 
 // keyPartition is the partition of the state topic with n partitions that
@@ -396,6 +407,16 @@ func (f *fetchErrors) skippedBatch(skip error) {
 	f.skipped = f.leader != nil
 }
 
+// wakePoll ends poll's current wait, if it waits.
+func (f *fetchErrors) wakePoll() {
+	f.mu.Lock()
+	wake := f.wake
+	f.mu.Unlock()
+	if wake != nil {
+		wake()
+	}
+}
+
 // readAgain says a record of the followed partition was read: the streak
 // ends.
 func (f *fetchErrors) readAgain() {
@@ -513,21 +534,24 @@ func (r *stateReader) settle(confirmed bool) (graceEnd time.Time) {
 	}
 }
 
-// waitCtx is the context poll waits for fetches with: ctx, or for a reader
-// that follows its partition, after what was due was told, one that a new
-// streak, the reading working again or the current streak's grace end.
-// done ends it. confirming says the streak may end after this poll: it
-// began after a second successful Fetch in a row, and waits fetchMaxWait
-// at most, long enough for that Fetch's response to be buffered if it
-// carries an error (the grace's end, if sooner, waits for it: the streak
-// is then told only if an error came).
+// waitCtx is the context poll waits for fetches with: one that a move of
+// the reader (followMoves) ends, and for a reader that follows its
+// partition, after what was due was told, a new streak, the reading
+// working again or the current streak's grace end. done ends it.
+// confirming says the streak may end after this poll: it began after a
+// second successful Fetch in a row, and waits fetchMaxWait at most, long
+// enough for that Fetch's response to be buffered if it carries an error
+// (the grace's end, if sooner, waits for it: the streak is then told only
+// if an error came).
 func (r *stateReader) waitCtx(ctx context.Context) (wait context.Context, confirming bool, done func()) {
-	if r.onFetchError == nil {
-		return ctx, false, func() {}
-	}
 	f := r.failed
-	graceEnd := r.settle(false)
-	confirming = !f.since.IsZero() && f.oks >= 2
+	var graceEnd time.Time
+	if r.onFetchError != nil {
+		graceEnd = r.settle(false)
+		confirming = !f.since.IsZero() && f.oks >= 2
+	} else {
+		f.mu.Lock()
+	}
 	var cancel context.CancelFunc
 	switch {
 	case confirming:
@@ -536,6 +560,9 @@ func (r *stateReader) waitCtx(ctx context.Context) (wait context.Context, confir
 		wait, cancel = context.WithCancel(ctx)
 	default:
 		wait, cancel = context.WithDeadline(ctx, graceEnd)
+	}
+	if r.moved.Load() {
+		cancel() // moved before its wake had a wait to end
 	}
 	f.wake = cancel
 	f.mu.Unlock()
@@ -555,8 +582,46 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 	defer cancel()
 	ctx, cancelSetup := withDefaultTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancelSetup()
+	list := func(ctx context.Context) (starts, ends kadm.ListedOffsets, err error) {
+		ctx, cancel := withDefaultTimeout(ctx, c.cfg.RequestTimeout)
+		defer cancel()
+		return c.listState(ctx)
+	}
+	starts, ends, err := list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	want := parts(len(ends[topic]))
+	r := &stateReader{end: unread(topic, starts, ends, want), list: list, failed: &fetchErrors{}, topic: topic,
+		partitions: len(ends[topic]), id: c.topicID(ctx, topic), lookUp: make(chan struct{}, 1)}
+	offsets := map[int32]kgo.Offset{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if want == nil || slices.Contains(want, o.Partition) {
+			offsets[o.Partition] = kgo.NewOffset().AtStart()
+		}
+	})
+	// Retryable fetch errors (a partition without a leader) come back to
+	// poll too, which keeps them while they persist; kgo still retries.
+	// Committed records only, up to the ends listed (last stable offsets);
+	// control records (transaction markers) come through so that a
+	// partition ending with one is seen read to its end.
+	r.cons, err = c.newReader(nil,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.FetchMaxWait(fetchMaxWait),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
+		kgo.KeepRetryableFetchErrors(), kgo.WithHooks(r.failed))
+	if err != nil {
+		return nil, fmt.Errorf("creating the reader of %q: %w", topic, err)
+	}
+	return r, nil
+}
+
+// listState lists the state topic's start offsets and its ends: the last
+// stable offsets, which a reader of committed records reads up to (a
+// transaction still open when listed is not waited for).
+func (c *Client) listState(ctx context.Context) (starts, ends kadm.ListedOffsets, err error) {
+	topic := c.cfg.Topics.State
 	adm := kadm.NewClient(c.prod)
-	ends, err := adm.ListEndOffsets(ctx, topic)
+	ends, err = adm.ListCommittedOffsets(ctx, topic)
 	if err == nil {
 		err = ends.Error()
 	}
@@ -564,36 +629,45 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 		err = fmt.Errorf("topic %q does not exist (the workers create it at start)", topic)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: listing the end offsets of %q: %w", setupErr(err), topic, withContextErr(ctx, err))
+		return nil, nil, fmt.Errorf("%w: listing the end offsets of %q: %w", setupErr(err), topic, withContextErr(ctx, err))
 	}
-	starts, err := adm.ListStartOffsets(ctx, topic)
+	starts, err = adm.ListStartOffsets(ctx, topic)
 	if err == nil {
 		err = starts.Error()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: listing the start offsets of %q: %w", setupErr(err), topic, withContextErr(ctx, err))
+		return nil, nil, fmt.Errorf("%w: listing the start offsets of %q: %w", setupErr(err), topic, withContextErr(ctx, err))
 	}
-	want := parts(len(ends[topic]))
-	r := &stateReader{end: map[int32]int64{}, failed: &fetchErrors{}, topic: topic, partitions: len(ends[topic]),
-		id: c.topicID(ctx, topic), lookUp: make(chan struct{}, 1)}
-	offsets := map[int32]kgo.Offset{}
+	return starts, ends, nil
+}
+
+// unread is, of topic's partitions in want (nil: all), those holding
+// records below their listed end, with that end.
+func unread(topic string, starts, ends kadm.ListedOffsets, want []int32) map[int32]int64 {
+	end := map[int32]int64{}
 	ends.Each(func(o kadm.ListedOffset) {
 		if want == nil || slices.Contains(want, o.Partition) {
-			offsets[o.Partition] = kgo.NewOffset().AtStart()
 			if s, ok := starts.Lookup(topic, o.Partition); !ok || s.Offset < o.Offset {
-				r.end[o.Partition] = o.Offset
+				end[o.Partition] = o.Offset
 			}
 		}
 	})
-	// Retryable fetch errors (a partition without a leader) come back to
-	// poll too, which keeps them while they persist; kgo still retries.
-	r.cons, err = c.newReader(nil,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.FetchMaxWait(fetchMaxWait),
-		kgo.KeepRetryableFetchErrors(), kgo.WithHooks(r.failed))
+	return end
+}
+
+// relist lists again, after followMoves moved the reader before it
+// caught up, the end up to which it reads the partition it follows now
+// (the key's partition of the topic created again, or its new partition
+// after partitions were added): the one listed at its start was another
+// partition's, which it no longer reads. A listing that fails leaves none:
+// the watch then delivers the state it read so far and reads on.
+func (r *stateReader) relist(ctx context.Context) {
+	starts, ends, err := r.list(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("creating the reader of %q: %w", topic, err)
+		clear(r.end)
+		return
 	}
-	return r, nil
+	r.end = unread(r.topic, starts, ends, []int32{r.following.Load()})
 }
 
 // setupErr is the sentinel of a failure to list the state topic's offsets:
@@ -633,6 +707,11 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 	}
 	if err := ctx.Err(); err != nil {
 		return false, err
+	}
+	// Before the records of the partition moved to: the move came before
+	// them (followMoves).
+	if r.moved.Swap(false) && !r.caughtUp() {
+		r.relist(ctx)
 	}
 	var errs []kgo.FetchError
 	for _, e := range fs.Errors() {
@@ -680,7 +759,9 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 				delete(r.end, rec.Partition)
 			}
 		}
-		f(rec, live)
+		if !rec.Attrs.IsControl() {
+			f(rec, live) // not a transaction's marker, which is no state
+		}
 	})
 	return progressed, nil
 }
@@ -706,11 +787,14 @@ const fetchMaxWait = 200 * time.Millisecond
 // record of the old life that landed late), by Watch's rule and under the
 // same assumption about PostgreSQL's clock. It reads the topic, not the
 // database: a lock is there from its first change (see docs/design.md "Lock
-// state topic"). A record that cannot be decoded (no lock's state, a state
-// whose namespace and lock_name do not make its key, or a format this
-// client does not read) does not fail the read: its lock is left out of
-// the table until a tombstone of its key or a readable record of a
-// newer revision of the lock follows (a record that does not tell its lock
+// state topic"). It reads committed records only, up to each partition's
+// last stable offset: a state written in a transaction (by another
+// producer) counts once the transaction commits, never if it aborts, and
+// one still open is not waited for. A record that cannot be decoded (no
+// lock's state, a state whose namespace and lock_name do not make its key,
+// or a format this client does not read) does not fail the read: its lock
+// is left out of the table until a tombstone of its key or a readable
+// record of a newer revision of the lock follows (a record that does not tell its lock
 // leaves out every lock of its key, until a tombstone), and when some are
 // left out at the end Locks returns the table of the others with an
 // *UnreadableStateError naming them: a caller keeps the table with
@@ -973,6 +1057,10 @@ func OnFetchError(fn func(error)) WatchOption {
 // Watch reads the lock's partition of the lock state topic from its start
 // (compaction keeps it to about one record per lock) and then follows it,
 // so it needs no worker and survives broker restarts like any consumer.
+// It reads committed records only: a state another producer wrote in a
+// transaction comes once the transaction commits, never if it aborts, and
+// a transaction left open holds back the states written after it until it
+// ends (Kafka aborts it after the producer's transaction.timeout.ms).
 // Its setup fails with ErrUnreachable (ErrForbidden when Kafka refuses the
 // topic) when Kafka cannot be reached; after it, the reading is retried
 // for as long as the watch runs and, unless OnFetchError is given, its
@@ -991,7 +1079,11 @@ func OnFetchError(fn func(error)) WatchOption {
 // deleted and created again: the watch then reads the key's partition of
 // the new topic from its start, delivering the revisions there newer than
 // the last it delivered (a worker's republish of that one is not delivered
-// again).
+// again). Either move may come before the watch delivered the lock as it
+// is now: it then lists the end of the partition it moved to and delivers
+// the lock as read up to there (as it read it before, a free lock at
+// revision 0 if it read nothing, when that partition holds no record of
+// the lock yet).
 func (c *Client) Watch(ctx context.Context, name string, opts ...WatchOption) (<-chan LockRevision, error) {
 	key := topics.LockKey(c.cfg.Namespace, name)
 	if msg := topics.CheckLockName(name); msg != "" {
@@ -1075,8 +1167,10 @@ func (c *Client) lookUpTopic(ctx context.Context, topic string, now <-chan struc
 //     order; copies the relay published again keep their revision and
 //     changed_at, and are dropped too (taken).
 //
-// Only the watch's reading goroutine runs it, once caught up: it alone
-// changes the reader's partitions then, so r.end stays as it is (empty).
+// The watch runs it from its start, on a goroutine of its own. A move
+// before the reader caught up leaves r.end listing the end of a partition
+// the reader no longer reads: poll, on the reading goroutine that owns
+// r.end, lists the new one's instead (moved, relist), woken if it waits.
 func (c *Client) followMoves(ctx context.Context, r *stateReader, key string) {
 	inst := topicInstance{n: r.partitions, id: r.id}
 	c.lookUpTopic(ctx, r.topic, r.lookUp, func(td kadm.TopicDetail) {
@@ -1098,10 +1192,14 @@ func (c *Client) followMoves(ctx context.Context, r *stateReader, key string) {
 			}
 		}
 		r.following.Store(p)
+		// Set before the partition's records can come: poll sees it
+		// first, and lists the end again if it has not caught up.
+		r.moved.Store(true)
 		r.cons.AddConsumePartitions(map[string]map[int32]kgo.Offset{r.topic: {p: kgo.NewOffset().AtStart()}})
 		if change == instanceKept {
 			r.cons.RemoveConsumePartitions(map[string][]int32{r.topic: {old}})
 		}
+		r.failed.wakePoll()
 	})
 }
 
@@ -1208,6 +1306,9 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 		close(out)
 		c.ops.Done()
 	}()
+	// From the start: the topic may be created again, or partitions added,
+	// before the reader caught up, which it would then never do.
+	moves.Go(func() { c.followMoves(ctx, r, key) })
 	send := func(lr LockRevision) bool {
 		select {
 		case out <- lr:
@@ -1231,10 +1332,6 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 	sendCurrent := func() bool {
 		if !sentCurrent {
 			sentCurrent = send(current)
-			if sentCurrent {
-				// From now on the reader's partitions change there only.
-				moves.Go(func() { c.followMoves(ctx, r, key) })
-			}
 		}
 		return sentCurrent
 	}
