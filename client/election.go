@@ -22,13 +22,17 @@ var ErrNoLeader = errors.New("election has no leader")
 // `lockctl query --lock NAME` shows the leader, and a campaign waits in
 // the lock's FIFO queue: candidates become leader in the order they
 // campaigned, but for one still waiting after the contract's maximum wait
-// (an hour), which queues again at the end. Each leadership's fencing
+// (an hour), or whose session was lost while it waited (see Campaign),
+// which queues again at the end. Each leadership's fencing
 // token is greater than every earlier one's, which is what a resource
 // guarded by the leader should check.
 //
 // An Election holds no state of its own: any number of goroutines may
 // campaign, observe or ask for the leader through one. It differs from
 // etcd's, whose campaigns are its session's:
+//   - A candidate waits in line in a session of its own, as etcd's does,
+//     but leads in a lease of its own (but under REQUIRE_FENCING_TOKEN):
+//     see Campaign.
 //   - Each Campaign is a new candidate, with an owner of its own (a
 //     generated one), unless given WithOwner: a leader that campaigns again
 //     without resigning (a retry loop around its work, say) waits in line
@@ -91,9 +95,10 @@ type Leader struct {
 	// unless extended, as of the report. Both are by the worker's clock,
 	// PostgreSQL's, not this host's: time.Until(ExpiresAt) mixes the two
 	// clocks (a Leadership's own time left is its Lease.Remaining). A
-	// holder of the lock in a session (an Acquire WithSession: Campaign
-	// takes none) has the session's, which its keep-alives move without a
-	// new report.
+	// holder of the lock in a session (an Acquire WithSession; a
+	// campaign's, from its grant until Campaign renews it out of the
+	// session, or for good under REQUIRE_FENCING_TOKEN) has the session's,
+	// which its keep-alives move without a new report.
 	AcquiredAt time.Time
 	ExpiresAt  time.Time
 }
@@ -136,25 +141,50 @@ func CampaignMetadata(value string) json.RawMessage {
 }
 
 // Campaign waits until this caller is the leader, then returns its
-// Leadership. It waits in the election lock's queue for as long as ctx
-// allows, with no limit of its own: a wait that reaches the contract's
-// maximum (an hour) is renewed, at the end of the queue, behind the
-// candidates that campaigned meanwhile. When ctx ends first, the campaign
-// is withdrawn from the queue (so it can never be granted the leadership
-// later) and the error wraps ctx's cause; Campaign returns once the
-// withdrawal is answered (up to four requests, each given up to
-// ReplyTimeout, as Acquire says), which can be after ctx's deadline,
+// Leadership. It takes the election's lock at once when nobody holds it or
+// waits for it (or the campaign's owner holds it: a resume, below); else
+// it waits in the lock's queue in a session of its own, of the campaign's
+// owner and a TTL of its lease (within a TTL's bounds, 1 s .. 1 h; the
+// worker's default TTL for the worker's default lease), so that a
+// candidate whose process dies while it waits (killed, its host lost)
+// leaves the line within that TTL + 1 s of its last keep-alive; one whose
+// turn comes first is granted the lock in that session, and holds it as
+// long, then the lease's lock-delay, as a dead leader. Once granted, the
+// lease is renewed out of the session (an acquire of its owner without
+// it: the same Token, its own expiry from then on) and the session
+// closed: the Leadership is kept alive by its own keep-alive, as an
+// Acquire's lease. A campaign that has to wait costs four round trips
+// more than one granted at once (its first acquire, which does not wait,
+// the session's open, the renewal and the close), two of them after the
+// grant. Under REQUIRE_FENCING_TOKEN, which refuses that renewal, the
+// leadership stays in the session, kept alive by the session's keep-alive
+// (Extend returns ErrSessionBound; Remaining and ExpiresAt are the
+// session's), and the session is closed once the leadership has ended
+// (resigned, released or lost). A campaign whose session is lost while it
+// waits (its keep-alives unanswered for its TTL: an outage of Kafka or the
+// workers) campaigns again, in a new session, at the end of the line.
+//
+// It waits for as long as ctx allows, with no limit of its own: a wait
+// that reaches the contract's maximum (an hour) is renewed, at the end of
+// the queue, behind the candidates that campaigned meanwhile. When ctx
+// ends first, the campaign is withdrawn from the queue (so it can never be
+// granted the leadership later) and the error wraps ctx's cause; Campaign
+// returns once the withdrawal is answered (up to four requests, each given
+// up to ReplyTimeout, as Acquire says), which can be after ctx's deadline,
 // unless another campaign (or acquire) of that owner is in flight in this
 // client: the withdrawal then waits for it, and the last of them to end
-// sends it, as Acquire's does. A
-// campaign's owner, even one given WithOwner, is taken to be the
-// campaign's alone: it is withdrawn unless a lease of this client (a
-// Leadership's, or an Acquire's of that owner) holds the lock for that
-// owner, so a campaign given up while resuming a leadership of another
-// process ends it; and a Leadership lost
-// to a keep-alive answered outside the contract is released as Extend
-// says, even one resumed at once WithOwner (an Acquire's lease so granted
-// is not, as it may be another process's).
+// sends it, as Acquire's does. Its session is then closed, without waiting
+// for the answer. A ctx that ends once the lock was granted, before the
+// renewal was answered, ends the campaign too: the lease is released,
+// and the session closed, before Campaign returns (each up to
+// RequestTimeout). A campaign's owner, even one given WithOwner, is taken
+// to be the campaign's alone: it is withdrawn unless a lease of this
+// client (a Leadership's, or an Acquire's of that owner) holds the lock
+// for that owner, so a campaign given up while resuming a leadership of
+// another process ends it; and a Leadership lost to a keep-alive answered
+// outside the contract is released as Extend says, even one resumed at
+// once WithOwner (an Acquire's lease so granted is not, as it may be
+// another process's).
 //
 // The value must fit the contract's 4 KiB bound of owner_metadata once
 // encoded ({"value": ...}, about 4,080 bytes of plain text), else an error
@@ -166,23 +196,23 @@ func CampaignMetadata(value string) json.RawMessage {
 // Lease.Lost and docs/design.md, "The holder's deadline"); the others
 // shape a lock an election does not use, and are refused, but for
 // WithMode(Exclusive) and WithLimit(1) (or 0), which change nothing and are
-// taken. A campaign
-// WithOwner of the owner that leads already (a restarted process with a
-// stable owner id) resumes its leadership at once: the same Token, and the
-// Value it led with, even while the process that led is alive, which then
-// leads too. An owner id must so never be given to two live candidates.
+// taken. A campaign WithOwner of the owner that leads already (a restarted
+// process with a stable owner id) resumes its leadership at once: the
+// same Token, and the Value it led with, even while the process that led
+// is alive, which then leads too. An owner id must so never be given to
+// two live candidates.
 //
 // A late grant is never returned as a Leadership: one read past its
-// lease's local deadline is lost and given back, and one whose end
-// (lock.expired, lock.revoked, a release by another request) was read
-// before Campaign took it up (the host slept while the grant was on its
-// way, and the worker expired it meanwhile) is lost already. When the
-// monotonic clock does not show the deadline passed (only the boot clock
-// does, or the worker ended the lease first), the campaign goes on after
-// a short pause, but after three late grants in a row, or one late by the
-// monotonic clock (a lease shorter than the round trip, or an outage of the
-// workers, PostgreSQL or Kafka longer than it), Campaign returns its loss
-// (ErrLeaseLost).
+// local deadline (its lease's, or its session's) is lost and given back,
+// and one whose end (lock.expired, lock.revoked, a release by another
+// request) was read before Campaign took it up (the host slept while the
+// grant was on its way, and the worker expired it meanwhile) is lost
+// already. When the monotonic clock does not show the deadline passed
+// (only the boot clock does, or the worker ended the lease first), the
+// campaign goes on after a short pause, but after three late grants in a
+// row, or one late by the monotonic clock (a lease shorter than the round
+// trip, or an outage of the workers, PostgreSQL or Kafka longer than it),
+// Campaign returns its loss (ErrLeaseLost).
 func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOption) (*Leadership, error) {
 	if err := e.c.sends(); err != nil {
 		return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), err)
@@ -221,14 +251,15 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 			<-ctx.Done()
 			return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), context.Cause(ctx))
 		}
-		l, err := e.c.acquire(ctx, e.name, o)
+		l, err := e.campaign(ctx, o)
 		if err == nil {
 			// The value stored with the lease: a renewal keeps the old one.
 			return &Leadership{Lease: l, Value: leaderOf(l.Info()).Value}, nil
 		}
-		if errors.Is(err, ErrLockTimeout) && ctx.Err() == nil {
+		var lost *lostInLine
+		if (errors.Is(err, ErrLockTimeout) || errors.As(err, &lost)) && ctx.Err() == nil {
 			lateGrants = 0
-			continue // an hour in line: queue again
+			continue // an hour in line, or out of it with the session: queue again
 		}
 		var late *lateGrant
 		if errors.As(err, &late) && late.again && ctx.Err() == nil {
@@ -250,6 +281,99 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 		}
 		return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), err)
 	}
+}
+
+// campaign is one round of Campaign: the lock at once, if it is free (or
+// the owner's), else a wait of o.wait in line in a session of its own,
+// whose grant is then renewed out of the session. Its errors are
+// Acquire's, or the session's (NewSession's), or a lostInLine.
+func (e *Election) campaign(ctx context.Context, o acquireOptions) (*Lease, error) {
+	noWait := o
+	noWait.wait = 0
+	l, err := e.c.acquire(ctx, e.name, noWait)
+	if !errors.Is(err, ErrLockHeld) {
+		return l, err
+	}
+	s, err := e.c.NewSession(ctx, campaignTTL(o.lease), WithSessionOwner(o.owner))
+	if err != nil {
+		return nil, err
+	}
+	inLine := o
+	WithSession(s)(&inLine)
+	held, err := e.c.acquire(ctx, e.name, inLine)
+	if err != nil {
+		// Withdrawn, or its grant given back, by Acquire already (or by the
+		// session's end): the session holds nothing. A ctx that ended does
+		// not wait for the answer.
+		_ = s.Close(ctx)
+		return nil, lostWith(s, err)
+	}
+	// The same lease, with its own expiry from now (the holder's acquire
+	// without a session: the same token, value and lock-delay). Should the
+	// lease have ended with the session meanwhile, this is a new acquire,
+	// the lock taken at once, or refused.
+	noWait.generatedOwner = false // it holds the lease
+	l, err = e.c.acquire(ctx, e.name, noWait)
+	switch {
+	case err == nil:
+		// The session holds nothing now: its close releases nothing, and
+		// ends the session's Lease here, which is no Leadership's.
+		_ = s.Close(ctx)
+		return l, nil
+	case errors.Is(err, ErrInvalidRequest) && held.Err() == nil:
+		// Refused, the lease stays as it was: in the session, for good
+		// under REQUIRE_FENCING_TOKEN, which refuses every renewal.
+		closeWhenEnded(held, s)
+		return held, nil
+	}
+	// Given up (ctx ended, no answer), when it may have been applied, or
+	// refused (the lease ended with the session, say): the release by its
+	// token ends the lease either way, in the session or out of it.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.cfg.RequestTimeout)
+	defer cancel()
+	_ = held.Release(rctx)
+	_ = s.Close(rctx)
+	return nil, lostWith(s, err)
+}
+
+// lostInLine is the error of a campaign's round whose session was lost
+// (not closed by the round): the candidate, alive, left the line for an
+// outage of its keep-alives, and campaigns again.
+type lostInLine struct{ error }
+
+func (e *lostInLine) Unwrap() error { return e.error }
+
+// lostWith is err, a lostInLine when session s was lost.
+func lostWith(s *Session, err error) error {
+	if errors.Is(s.Err(), ErrSessionLost) {
+		return &lostInLine{err}
+	}
+	return err
+}
+
+// campaignTTL is the TTL of a campaign's session: its lease, within the
+// bounds of a TTL. The worker's default lease (0) gets its default TTL.
+func campaignTTL(lease time.Duration) time.Duration {
+	if lease == 0 {
+		return 0
+	}
+	return min(max(lease, topics.MinSessionTTLSeconds*time.Second), topics.MaxSessionTTLSeconds*time.Second)
+}
+
+// closeWhenEnded closes s, a campaign's session that keeps the leadership
+// held (its renewal out of the session refused), once held has ended:
+// after the release of a Release has been answered, as the close would
+// release the lease under it, and the worker then refuse that release.
+// Best effort: a session whose close fails is no longer kept alive, and
+// ends at its expiry.
+func closeWhenEnded(held *Lease, s *Session) {
+	context.AfterFunc(held.Context(), func() {
+		held.releasing <- struct{}{} // a Release holds it until answered
+		<-held.releasing
+		ctx, cancel := context.WithTimeout(context.Background(), held.c.cfg.RequestTimeout)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
 }
 
 // maxLateGrants is how many grants in a row, each read past its local
