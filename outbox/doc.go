@@ -161,8 +161,10 @@
 //     context ends, after waiting Config.HandOverWait (10 s) for the call
 //     so that the partition's next owner does not publish before it, and
 //     after deleting the rows Kafka acknowledged of it, so that the next
-//     owner does not publish them again; a call that failed, or is still
-//     unanswered then (left behind), keeps its rows in the table.
+//     owner does not publish them again (those of every topic Kafka
+//     acknowledged, when one call publishes several); the rows of a call
+//     that failed, or of a topic still unanswered then (left behind), stay
+//     in the table.
 //
 // Parked rows are kept and counted ([Backlog], [Parked]), never dropped, and
 // each parking is reported to Config.OnParked.

@@ -808,7 +808,7 @@ type passState struct {
 	res    passResult
 	oldest time.Duration   // age of the oldest acknowledged row
 	failed map[string]bool // topics that failed in this pass
-	at     time.Time       // when Kafka answered, if not now (a probe's)
+	at     time.Time       // when Kafka answered, if not now (a probe's, a publish left behind's)
 }
 
 // selectBatch deletes the acknowledged rows and selects the partition's
@@ -955,7 +955,7 @@ func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []u
 		case <-ctx.Done():
 			// Run deletes the rows Kafka acknowledged of it (handOver);
 			// the others are published again.
-			p.left.leave(finished, unsettled(units, outcomes))
+			p.left.leave(finished, unsettled(units, outcomes), true)
 			for k := range units {
 				if !known[k] {
 					errs[k], known[k] = ctx.Err(), true
@@ -1330,6 +1330,7 @@ func (r *Relay) units(rows []row) []unit {
 type outcome struct {
 	k   int
 	err error
+	at  time.Time // when it came: a late one's lag (handOver)
 }
 
 // startAll starts publishing the units at once and returns each one's
@@ -1341,7 +1342,7 @@ func (r *Relay) startAll(ctx context.Context, p *partition, units []unit) (<-cha
 	outcomes, finished := make(chan outcome, len(units)), make(chan struct{})
 	if err := p.waitHold(ctx); err != nil {
 		for k := range units {
-			outcomes <- outcome{k, err}
+			outcomes <- outcome{k, err, time.Now()}
 		}
 		close(finished)
 		return outcomes, finished
@@ -1355,7 +1356,7 @@ func (r *Relay) startAll(ctx context.Context, p *partition, units []unit) (<-cha
 		for k, u := range units {
 			msgs, err := r.messages(pctx, u.rows)
 			if err != nil {
-				outcomes <- outcome{k, err}
+				outcomes <- outcome{k, err, time.Now()}
 				continue
 			}
 			batches, of = append(batches, kafkapubsub.TopicMessages{Topic: u.topic, Messages: msgs}), append(of, k)
@@ -1364,7 +1365,7 @@ func (r *Relay) startAll(ctx context.Context, p *partition, units []unit) (<-cha
 			defer close(finished)
 			defer cancel()
 			if len(batches) > 0 {
-				tp.PublishTopicsEach(func(i int, err error) { outcomes <- outcome{of[i], err} }, batches...)
+				tp.PublishTopicsEach(func(i int, err error) { outcomes <- outcome{of[i], err, time.Now()} }, batches...)
 			}
 		}()
 		return outcomes, finished
@@ -1377,7 +1378,8 @@ func (r *Relay) startAll(ctx context.Context, p *partition, units []unit) (<-cha
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				outcomes <- outcome{k, r.publish(ctx, p, u.topic, u.rows)}
+				err := r.publish(ctx, p, u.topic, u.rows)
+				outcomes <- outcome{k, err, time.Now()}
 			})
 		}
 		wg.Wait()
@@ -1833,36 +1835,44 @@ func (r *Relay) messages(ctx context.Context, run []row) ([]*message.Message, er
 // duplicate, never a loss).
 func (l *leftBehind) await(ctx context.Context, u unit, call func() error) error {
 	var err error
+	var at time.Time
 	finished := make(chan struct{})
-	go func() { err = call(); close(finished) }()
+	go func() { err = call(); at = time.Now(); close(finished) }()
 	select {
 	case <-finished:
 		return err
 	case <-ctx.Done():
-		l.leave(finished, func() []answer { return []answer{{u, err}} })
+		l.leave(finished, func() []answer { return []answer{{u, err, at}} }, false)
 		return ctx.Err()
 	}
 }
 
 // leftBehind are the publishing calls a partition's passes left behind,
-// each a channel closed when it returns, and what they answered.
+// each a channel closed when it returns, and what they answer, until
+// handOver is done with them (forget).
 type leftBehind struct {
-	mu    sync.Mutex
-	calls []<-chan struct{}
-	late  []lateCall
+	mu        sync.Mutex
+	calls     []<-chan struct{}
+	late      []lateCall
+	forgotten bool
 }
 
-// lateCall is a call left behind: answers, once finished is closed, are
-// the outcomes of the units it published that no pass settled.
+// lateCall is a call left behind: answers are the outcomes of the units
+// it published that no pass settled, once finished is closed; early, those
+// it gave so far, before that too (startAll's call, each of whose outcomes
+// is final once sent: with kafkapubsub it publishes all of a pass's
+// topics, and one Kafka does not answer must not hold the others').
 type lateCall struct {
 	finished <-chan struct{}
 	answers  func() []answer
+	early    bool
 }
 
 // answer is the outcome of a unit's publish.
 type answer struct {
 	u   unit
 	err error
+	at  time.Time // when Kafka answered
 }
 
 func (l *leftBehind) add(finished <-chan struct{}) {
@@ -1872,23 +1882,26 @@ func (l *leftBehind) add(finished <-chan struct{}) {
 }
 
 // leave leaves a call behind (add), whose answers handOver acknowledges
-// once it has returned (lateCall).
-func (l *leftBehind) leave(finished <-chan struct{}, answers func() []answer) {
+// (lateCall; early: before the call returned).
+func (l *leftBehind) leave(finished <-chan struct{}, answers func() []answer, early bool) {
 	l.mu.Lock()
-	l.late = append(l.late, lateCall{finished, answers})
+	if !l.forgotten {
+		l.late = append(l.late, lateCall{finished, answers, early})
+	}
 	l.mu.Unlock()
 	l.add(finished) // after: every call wait waits for has its answers
 }
 
-// unsettled are the answers of a call publishing units, once it has
-// returned: the outcomes no pass took from outcomes (startAll's).
+// unsettled are the answers so far of a call publishing units: the
+// outcomes on outcomes (startAll's), which neither the pass nor probeRest
+// reads once the call is left behind.
 func unsettled(units []unit, outcomes <-chan outcome) func() []answer {
 	return func() []answer {
 		var out []answer
 		for {
 			select {
 			case o := <-outcomes:
-				out = append(out, answer{units[o.k], o.err})
+				out = append(out, answer{units[o.k], o.err, o.at})
 			default:
 				return out
 			}
@@ -1896,28 +1909,40 @@ func unsettled(units []unit, outcomes <-chan outcome) func() []answer {
 	}
 }
 
-// answered returns the answers of the calls left behind that have
-// returned since it was last called.
+// answered returns what the calls left behind have answered so far.
 func (l *leftBehind) answered() []answer {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []answer
-	l.late = slices.DeleteFunc(l.late, func(c lateCall) bool {
+	for _, c := range l.late {
 		select {
 		case <-c.finished:
-			out = append(out, c.answers()...)
-			return true
 		default:
-			return false
+			if !c.early {
+				continue
+			}
 		}
-	})
+		out = append(out, c.answers()...)
+	}
 	return out
+}
+
+// forget drops the answers of the calls left behind, as handOver is done
+// with them, and of any left from now on up to the next Run here (reset):
+// startAll's publishes each leave their own call as startAll's is left,
+// which Run does not wait for without HandOverWait. A call still running
+// holds the rows it publishes, a whole pass's, and this replica may never
+// run the partition again; its next owner publishes them again anyway.
+func (l *leftBehind) forget() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.late, l.forgotten = nil, true
 }
 
 func (l *leftBehind) reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.calls, l.late = nil, nil
+	l.calls, l.late, l.forgotten = nil, nil, false
 }
 
 func (l *leftBehind) count() int {
@@ -1963,10 +1988,11 @@ func (l *leftBehind) wait(d time.Duration) int {
 
 // handOver waits, as Run returns, for the publishes its passes left
 // behind, at most HandOverWait (see there), and deletes the rows Kafka
-// acknowledged of those that returned: the partition's next owner, which
-// reads the table once Run has returned, does not publish them again.
-// The rows of a publish that failed or still runs stay for it.
+// acknowledged of them by then: the partition's next owner, which reads
+// the table once Run has returned, does not publish them again. The rows
+// of a publish that failed or still runs stay for it.
 func (r *Relay) handOver(ctx context.Context, p *partition) {
+	defer p.left.forget()
 	if r.cfg.HandOverWait < 0 || p.left.count() == 0 {
 		return
 	}
@@ -1987,6 +2013,7 @@ func (r *Relay) handOver(ctx context.Context, p *partition) {
 	defer p.release()
 	ps := &passState{}
 	for _, a := range answers {
+		ps.at = a.at                 // not the end of the wait for the others
 		ps.ackWritten(p, a.u, a.err) // the rest stays in the table
 	}
 	r.deleteAtEnd(ctx, p, ps)
