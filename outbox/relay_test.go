@@ -70,16 +70,8 @@ type recorder struct {
 func (r *recorder) Publish(topic string, msgs ...*message.Message) error {
 	r.calls.Add(1)
 	err := r.Publisher.Publish(topic, msgs...)
-	if err != nil {
-		r.failures.Add(1)
-		return err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, m := range msgs {
-		r.sent = append(r.sent, topic+"/"+string(m.Payload))
-	}
-	return nil
+	r.record(topic, msgs, err)
+	return err
 }
 
 // PublishTopicsEach is the call the relay makes for topics published
@@ -88,17 +80,33 @@ func (r *recorder) Publish(topic string, msgs ...*message.Message) error {
 func (r *recorder) PublishTopicsEach(done func(i int, err error), batches ...kafkapubsub.TopicMessages) {
 	r.calls.Add(1)
 	r.Publisher.(*kafkapubsub.Publisher).PublishTopicsEach(func(i int, err error) {
-		if err != nil {
-			r.failures.Add(1)
-		} else {
-			r.mu.Lock()
-			for _, m := range batches[i].Messages {
-				r.sent = append(r.sent, batches[i].Topic+"/"+string(m.Payload))
-			}
-			r.mu.Unlock()
-		}
+		r.record(batches[i].Topic, batches[i].Messages, err)
 		done(i, err)
 	}, batches...)
+}
+
+// record notes the messages of a publish that Kafka wrote: all of them, or
+// those a partial failure (a *kafkapubsub.PublishError) does not list, as
+// the relay deletes their rows.
+func (r *recorder) record(topic string, msgs []*message.Message, err error) {
+	failed := map[int]bool{}
+	if err != nil {
+		r.failures.Add(1)
+		var pe *kafkapubsub.PublishError
+		if !errors.As(err, &pe) || pe.Total != len(msgs) {
+			return
+		}
+		for _, f := range pe.Failed {
+			failed[f.Index] = true
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, m := range msgs {
+		if !failed[i] {
+			r.sent = append(r.sent, topic+"/"+string(m.Payload))
+		}
+	}
 }
 
 func (r *recorder) acked() []string {
