@@ -206,13 +206,16 @@ func CampaignMetadata(value string) json.RawMessage {
 // local deadline (its lease's, or its session's) is lost and given back,
 // and one whose end (lock.expired, lock.revoked, a release by another
 // request) was read before Campaign took it up (the host slept while the
-// grant was on its way, and the worker expired it meanwhile) is lost
-// already. When the monotonic clock does not show the deadline passed
-// (only the boot clock does, or the worker ended the lease first), the
-// campaign goes on after a short pause, but after three late grants in a
-// row, or one late by the monotonic clock (a lease shorter than the round
-// trip, or an outage of the workers, PostgreSQL or Kafka longer than it),
-// Campaign returns its loss (ErrLeaseLost).
+// grant was on its way, and the worker expired it meanwhile), or that came
+// before its renewal out of the session (an operator's revoke: the
+// renewal, then a new acquire, is refused LOCK_HELD by the lease's
+// lock-delay or the next candidate's grant, under REQUIRE_FENCING_TOKEN
+// too), is lost already. When the monotonic clock does not show the
+// deadline passed (only the boot clock does, or the worker ended the
+// lease first), the campaign goes on after a short pause, but after three
+// late grants in a row, or one late by the monotonic clock (a lease
+// shorter than the round trip, or an outage of the workers, PostgreSQL or
+// Kafka longer than it), Campaign returns its loss (ErrLeaseLost).
 func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOption) (*Leadership, error) {
 	if err := e.c.sends(); err != nil {
 		return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), err)
@@ -286,7 +289,8 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 // campaign is one round of Campaign: the lock at once, if it is free (or
 // the owner's), else a wait of o.wait in line in a session of its own,
 // whose grant is then renewed out of the session. Its errors are
-// Acquire's, or the session's (NewSession's), or a lostInLine.
+// Acquire's, or the session's (NewSession's), or a lostInLine, or a
+// lateGrant for a grant that ended before its renewal.
 func (e *Election) campaign(ctx context.Context, o acquireOptions) (*Lease, error) {
 	noWait := o
 	noWait.wait = 0
@@ -326,11 +330,28 @@ func (e *Election) campaign(ctx context.Context, o acquireOptions) (*Lease, erro
 		closeWhenEnded(held, s)
 		return held, nil
 	}
-	// Given up (ctx ended, no answer), when it may have been applied, or
-	// refused (the lease ended with the session, say): the release by its
-	// token ends the lease either way, in the session or out of it.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.cfg.RequestTimeout)
 	defer cancel()
+	if errors.Is(err, ErrLockHeld) || errors.Is(err, ErrInvalidRequest) {
+		// The lease ended before it was taken up (revoked, say), with
+		// nothing to give back: before the renewal was applied, which was
+		// then a new acquire, refused (LOCK_HELD: the lease's lock-delay,
+		// or the next candidate granted by that end; under
+		// REQUIRE_FENCING_TOKEN too), or after (INVALID_REQUEST, its end
+		// read since). A late grant, ended by the worker rather than by
+		// this host's clock: Campaign goes on.
+		lost := held.lostErr()
+		if lost == nil {
+			// Its end not read yet. The refusal is told, not wrapped: the
+			// campaign's error is the loss, not a lock held.
+			lost = fmt.Errorf("%w: it ended before its renewal out of the campaign's session (%v)", ErrLeaseLost, err)
+		}
+		_ = s.Close(rctx)
+		return nil, lostWith(s, &lateGrant{err: lost, again: true, ended: true})
+	}
+	// Given up (ctx ended, no answer), when it may have been applied, or
+	// refused otherwise: the release by its token ends the lease either
+	// way, in the session or out of it.
 	_ = held.Release(rctx)
 	_ = s.Close(rctx)
 	return nil, lostWith(s, err)
