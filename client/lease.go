@@ -249,7 +249,8 @@ func (l *Lease) endedFirst() *lateGrant {
 }
 
 // lateGrant is newLease's error for a grant read past its local deadline,
-// or after its session was lost, or after its end: err, the lease's loss,
+// or after its session was lost, or after its end, and a campaign's for a
+// grant that ended before its renewal out of the campaign's session: err, the lease's loss,
 // wraps ErrLeaseLost. ended says the worker ended the lease (its end was
 // read before the lease was registered): nothing to give back. again says
 // the next grant may not meet what lost this one (Campaign tries again):
