@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -48,11 +49,12 @@ type credentials struct {
 	aud    string // the aud and iss a signed token names, when not ""
 	iss    string
 
-	// file is LOCKWORKER_TOKEN_FILE when static came from it: token reads
-	// it again when it changed (reread).
+	// file is LOCKWORKER_TOKEN_FILE, made absolute, when static came from
+	// it: token reads it again when it changed (reread).
 	file string
 
-	// now is time.Now; tests move it past a token's expiry.
+	// now is time.Now; tests move it past a token's expiry, or a file's
+	// SettleTime.
 	now func() time.Time
 
 	// static and claims.ExpiresAt change under mu when file does;
@@ -60,7 +62,7 @@ type credentials struct {
 	mu     sync.Mutex
 	static string
 	claims jwt.RegisteredClaims // of static, read unverified: sub and exp
-	seen   os.FileInfo          // file's stat when last read (tokenFileStat)
+	seen   string               // file's stamp when last read (tokenFileStat)
 	// fileErr is why file's new contents were not taken, nil when they
 	// were.
 	fileErr error
@@ -72,17 +74,20 @@ type credentials struct {
 // signing key TokenAudience and TokenIssuer (or their environment
 // variables). sub is the requester a signed token names.
 func loadCredentials(cfg Config) (*credentials, error) {
-	token, keyFile, file := cfg.Token, cfg.SigningKeyFile, ""
-	var seen os.FileInfo
+	token, keyFile, file, seen := cfg.Token, cfg.SigningKeyFile, "", ""
 	if token == "" && keyFile == "" {
 		token, keyFile = os.Getenv(EnvToken), os.Getenv(EnvSigningKeyFile)
 		if f := os.Getenv(EnvTokenFile); token == "" && f != "" {
-			seen = tokenFileStat(f)
+			// Absolute: it is read again at later commands, which may
+			// come after the program changed directory.
 			var err error
-			if token, err = readTokenFile(f); err != nil {
+			if file, err = filepath.Abs(f); err != nil {
+				return nil, fmt.Errorf("%s names a relative path, and the working directory cannot be found: %w", EnvTokenFile, err)
+			}
+			seen, _ = tokenFileStat(file, time.Now())
+			if token, err = readTokenFile(file); err != nil {
 				return nil, err
 			}
-			file = f
 		}
 	}
 	switch {
@@ -134,26 +139,22 @@ func readTokenFile(path string) (string, error) {
 	return token, nil
 }
 
-// tokenFileStat is the stat of the token file that tells, compared with a
-// later one (unchanged), whether the file changed in between: nil when it
-// cannot tell. It follows symbolic links, which a Kubernetes volume swaps
-// to renew its files.
-func tokenFileStat(path string) os.FileInfo {
+// tokenFileStat is the token file's change stamp (secretfile.ChangeStamp),
+// equal to a later one when the file did not change in between: "" when
+// it cannot tell, where the file system keeps no change time, while the
+// file changed within SettleTime (fresh), or when it cannot be stat'ed.
+// It follows symbolic links, which a Kubernetes volume swaps to renew its
+// files.
+func tokenFileStat(path string, now time.Time) (stamp string, fresh bool) {
 	fi, err := os.Stat(path)
-	// A file written in the last 2 s may be written again keeping its size
-	// and mtime (whose granularity is a clock tick on Linux, 2 s at worst):
-	// its stat cannot tell, so it is read again until it is older.
-	if err != nil || time.Since(fi.ModTime()) < 2*time.Second {
-		return nil
+	if err != nil {
+		return "", false
 	}
-	return fi
-}
-
-// unchanged reports whether two stats of the token file (tokenFileStat)
-// show the same file unchanged: the same file (a Kubernetes swap or a
-// rename makes another), size and mtime (a write in place changes them).
-func unchanged(a, b os.FileInfo) bool {
-	return a != nil && b != nil && os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+	stamp, changed, _ := secretfile.ChangeStamp(fi)
+	if changed.After(now.Add(-secretfile.SettleTime)) {
+		return "", true
+	}
+	return stamp, false
 }
 
 // parseToken reads a static token unverified, dropping its scheme: only the
@@ -297,13 +298,22 @@ func (c *credentials) token() (string, error) {
 // one held serves until it expires, its error then saying why (expired).
 // c.mu is held.
 func (c *credentials) reread() {
-	fi := tokenFileStat(c.file)
-	if unchanged(fi, c.seen) {
+	now := c.now()
+	stamp, fresh := tokenFileStat(c.file, now)
+	if stamp != "" && stamp == c.seen {
 		return
 	}
-	// The stat from before the read: a write during or after the read
+	// A file changed within SettleTime may still be being written (in
+	// place, in more than one write): a token cut inside its signature
+	// parses unverified, and the workers would refuse it. So the token
+	// held is kept while it is valid beyond SettleTime, and the file is
+	// read once it has settled.
+	if exp := c.claims.ExpiresAt; fresh && (exp == nil || exp.After(now.Add(secretfile.SettleTime))) {
+		return
+	}
+	// The stamp from before the read: a write during or after the read
 	// changes the file's, and it is read again.
-	c.seen = fi
+	c.seen = stamp
 	token, err := readTokenFile(c.file)
 	var claims jwt.RegisteredClaims
 	if err == nil {

@@ -549,7 +549,9 @@ func TestTokenFileReadAgainWhenItChanges(t *testing.T) {
 
 	second := valid("billing", start.Add(time.Hour))
 	renew(&second)
-	require.Equal(t, second, sent(), "taken at once, before the first expires")
+	require.Equal(t, first, sent(), "just written: the valid token held is kept until the file settles")
+	settle(c)
+	require.Equal(t, second, sent(), "taken once the file has settled, before the first expires")
 
 	for name, content := range map[string]*string{
 		"no file":       nil,
@@ -561,7 +563,7 @@ func TestTokenFileReadAgainWhenItChanges(t *testing.T) {
 		"over the size": new(sign(jwt.MapClaims{"sub": "billing", "exp": start.Add(3 * time.Hour).Unix(), "pad": strings.Repeat("p", topics.MaxTokenBytes)})),
 	} {
 		renew(content)
-		at(start)
+		settle(c)
 		require.Equal(t, second, sent(), "%s: the token held is kept", name)
 		at(start.Add(2 * time.Hour))
 		_, err := c.token()
@@ -580,48 +582,184 @@ func TestTokenFileReadAgainWhenItChanges(t *testing.T) {
 	require.ErrorContains(t, err, "expired at "+start.Add(3*time.Hour).Format(time.RFC3339)+", and LOCKWORKER_TOKEN_FILE holds no newer one")
 }
 
-// A token file rewritten in place is read again when its size or mtime
-// changed, and only then: a command costs a stat, not a read. One written
-// within the last seconds is read again at each command, for a rewrite
-// may keep both (the same size, within the mtime's granularity).
+// billingToken is a token of billing expiring at exp, signed with the
+// HMAC secret of 32 "s".
+func billingToken(t *testing.T, exp time.Time) string {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "billing",
+		ExpiresAt: jwt.NewNumericDate(exp)}).SignedString([]byte(strings.Repeat("s", 32)))
+	require.NoError(t, err)
+	return tok
+}
+
+// tokenSent is the token c's next command carries, without its scheme.
+func tokenSent(t *testing.T, c *credentials) string {
+	t.Helper()
+	tok, err := c.token()
+	require.NoError(t, err)
+	return strings.TrimPrefix(tok, "Bearer ")
+}
+
+// settle moves c's clock SettleTime ahead, as if every file written so
+// far had settled.
+func settle(c *credentials) {
+	c.now = func() time.Time { return time.Now().Add(secretfile.SettleTime) }
+}
+
+// awaitFileClockPast waits until a file written now gets a later change
+// time than path's. Outside tests, a change stamp is trusted only
+// SettleTime after the change, so a later write never shares its tick.
+func awaitFileClockPast(t *testing.T, path string) {
+	t.Helper()
+	changed := func(p string) time.Time {
+		fi, err := os.Stat(p)
+		require.NoError(t, err)
+		_, at, _ := secretfile.ChangeStamp(fi)
+		return at
+	}
+	probe := filepath.Join(t.TempDir(), "probe")
+	require.Eventually(t, func() bool {
+		return os.WriteFile(probe, nil, 0o600) == nil && changed(probe).After(changed(path))
+	}, 10*time.Second, time.Millisecond)
+}
+
+// A token file rewritten in place is read again when its stat changed:
+// its size, mtime or change time, which a rewrite keeping both (cp -p,
+// rsync --inplace -a) still moves. A stat taken within SettleTime of a
+// write is not trusted: a write in the same tick of the file system's
+// clock keeps all three.
 func TestTokenFileRewrittenInPlace(t *testing.T) {
 	clearCredentialsEnv(t)
 	start := time.Now()
-	tokenFor := func(exp time.Time) string {
-		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "billing",
-			ExpiresAt: jwt.NewNumericDate(exp)}).SignedString([]byte(strings.Repeat("s", 32)))
-		require.NoError(t, err)
-		return tok
-	}
 	file := filepath.Join(t.TempDir(), "token")
 	t.Setenv(EnvTokenFile, file)
-	write := func(tok string, mtime time.Time) {
+	old := start.Add(-time.Hour)
+	write := func(tok string) {
 		require.NoError(t, os.WriteFile(file, []byte(tok), 0o600))
-		require.NoError(t, os.Chtimes(file, mtime, mtime))
+		require.NoError(t, os.Chtimes(file, old, old))
 	}
-	sent := func(c *credentials) string {
-		t.Helper()
-		tok, err := c.token()
-		require.NoError(t, err)
-		return strings.TrimPrefix(tok, "Bearer ")
-	}
-	first, second, third := tokenFor(start.Add(time.Minute)), tokenFor(start.Add(time.Hour)), tokenFor(start.Add(2*time.Hour))
+	first, second, third := billingToken(t, start.Add(time.Minute)), billingToken(t, start.Add(time.Hour)), billingToken(t, start.Add(2*time.Hour))
 	require.Equal(t, len(first), len(second), "renewals of the same size")
 
-	old := start.Add(-time.Hour)
-	write(first, old)
+	write(first)
 	c, err := loadCredentials(Config{})
 	require.NoError(t, err)
-	write(second, old) // the same size and mtime: not read
-	require.Equal(t, first, sent(c), "the file is not read while its stat is unchanged")
-	write(second, old.Add(time.Second))
-	require.Equal(t, second, sent(c), "read again once its mtime changed")
+	settle(c)
+	require.Equal(t, first, tokenSent(t, c))
+	awaitFileClockPast(t, file)
+	write(second)
+	require.Equal(t, second, tokenSent(t, c), "the same inode, size and mtime: read again, as its change time moved")
 
-	recent := time.Now()
-	write(first, recent)
+	write(first)
 	c, err = loadCredentials(Config{})
 	require.NoError(t, err)
-	write(third, recent) // written again within the mtime's granularity
-	c.now = func() time.Time { return start.Add(90 * time.Minute) }
-	require.Equal(t, third, sent(c), "a file written within the mtime's granularity is read again")
+	write(third) // maybe within the same tick of the file system's clock
+	settle(c)
+	require.Equal(t, third, tokenSent(t, c), "a stat taken within SettleTime of a write is not trusted")
+}
+
+// Kubernetes' AtomicWriter layout, each old directory removed after its
+// swap (as kubelet does), renewed by a writer keeping mtimes (tar, cp -p,
+// rsync -t) with renewals of the same size: two swaps between commands
+// let the third file take the inode of the first (ext4 reuses a freed
+// inode at once), which only its change time tells apart.
+func TestTokenFileRenewedInAReusedInode(t *testing.T) {
+	clearCredentialsEnv(t)
+	dir := t.TempDir()
+	mtime := time.Now().Add(-time.Hour)
+	version := 0
+	swap := func(tok string) {
+		version++
+		v := fmt.Sprintf("..%d", version)
+		require.NoError(t, os.Mkdir(filepath.Join(dir, v), 0o700))
+		f := filepath.Join(dir, v, "token")
+		require.NoError(t, os.WriteFile(f, []byte(tok), 0o600))
+		require.NoError(t, os.Chtimes(f, mtime, mtime))
+		require.NoError(t, os.Symlink(v, filepath.Join(dir, "..data_tmp")))
+		require.NoError(t, os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
+		if version > 1 {
+			require.NoError(t, os.RemoveAll(filepath.Join(dir, fmt.Sprintf("..%d", version-1))))
+		}
+	}
+	start := time.Now()
+	first, second, third := billingToken(t, start.Add(time.Hour)), billingToken(t, start.Add(2*time.Hour)), billingToken(t, start.Add(3*time.Hour))
+	swap(first)
+	file := filepath.Join(dir, "token")
+	require.NoError(t, os.Symlink(filepath.Join("..data", "token"), file))
+	t.Setenv(EnvTokenFile, file)
+	c, err := loadCredentials(Config{})
+	require.NoError(t, err)
+	settle(c)
+	require.Equal(t, first, tokenSent(t, c))
+
+	awaitFileClockPast(t, file)
+	swap(second) // missed
+	swap(third)
+	require.Equal(t, third, tokenSent(t, c))
+}
+
+// A renewal written in place in more than one write (a script, a writer
+// that is not atomic) may be read between its writes: a token cut inside
+// its signature still parses unverified, yet the workers refuse it
+// (UNAUTHENTICATED, answered only in the dead-letter topic). While the
+// file changed within SettleTime, the valid token held is kept; the new
+// one is taken once the file has settled, or at once when the one held is
+// about to expire.
+func TestTokenFileCaughtHalfWrittenIsNotTaken(t *testing.T) {
+	clearCredentialsEnv(t)
+	start := time.Now()
+	first, second := billingToken(t, start.Add(time.Hour)), billingToken(t, start.Add(2*time.Hour))
+	file := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(file, []byte(first), 0o600))
+	t.Setenv(EnvTokenFile, file)
+	c, err := loadCredentials(Config{})
+	require.NoError(t, err)
+
+	// HS256's signature is 43 base64url characters: cut 3, the 40 left
+	// decode.
+	cut := second[:len(second)-3]
+	_, _, err = jwt.NewParser().ParseUnverified(cut, &jwt.RegisteredClaims{})
+	require.NoError(t, err, "a token so cut parses unverified")
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_TRUNC, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString(cut)
+	require.NoError(t, err)
+	require.Equal(t, first, tokenSent(t, c), "between the writes: the valid token held is kept")
+	_, err = f.WriteString(second[len(cut):])
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.Equal(t, first, tokenSent(t, c), "kept until the file has settled")
+	settle(c)
+	require.Equal(t, second, tokenSent(t, c), "taken once the file has settled")
+
+	// exp is in whole seconds: at most SettleTime away.
+	require.NoError(t, os.WriteFile(file, []byte(billingToken(t, time.Now().Add(secretfile.SettleTime))), 0o600))
+	c, err = loadCredentials(Config{})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(file, []byte(second), 0o600))
+	require.Equal(t, second, tokenSent(t, c), "the one held is about to expire: taken at once")
+}
+
+// A relative LOCKWORKER_TOKEN_FILE is made absolute at New: the file is
+// read again after the program changed directory (a daemon's chdir("/")).
+// New refuses one when the working directory is gone.
+func TestRelativeTokenFileReadAgainAfterChdir(t *testing.T) {
+	clearCredentialsEnv(t)
+	start := time.Now()
+	dir := t.TempDir()
+	t.Chdir(dir)
+	first, second := billingToken(t, start.Add(time.Minute)), billingToken(t, start.Add(time.Hour))
+	require.NoError(t, os.WriteFile("token", []byte(first), 0o600))
+	t.Setenv(EnvTokenFile, "token")
+	c, err := loadCredentials(Config{})
+	require.NoError(t, err)
+	t.Chdir(t.TempDir())
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "token"), []byte(second), 0o600))
+	settle(c)
+	require.Equal(t, second, tokenSent(t, c), "the renewal is taken (fileErr: %v)", c.fileErr)
+
+	gone := t.TempDir()
+	t.Chdir(gone)
+	require.NoError(t, os.Remove(gone))
+	require.ErrorContains(t, newRefused(t, Config{}), "LOCKWORKER_TOKEN_FILE names a relative path, and the working directory cannot be found: ")
 }

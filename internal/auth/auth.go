@@ -476,11 +476,11 @@ func (v *Verifier) scan() ([]keyFile, string, error) {
 }
 
 // statStamp is a hash of the key files' names and of what stat says of
-// each (changeStamp), taken without reading them, so that a check of
-// unchanged files reads none. It is "" when it cannot be trusted, and
-// then every key file is read: where changeStamp is none, or while any
-// file changed within settleTime, as a write in the same tick of the file
-// system's clock would leave its times as they were.
+// each (secretfile.ChangeStamp), taken without reading them, so that a
+// check of unchanged files reads none. It is "" when it cannot be trusted, and
+// then every key file is read: where the change stamp is none, or while
+// any file changed within secretfile.SettleTime, as a write in the same
+// tick of the file system's clock would leave its times as they were.
 func statStamp(files []keyFile, now time.Time) string {
 	h := sha256.New()
 	for _, f := range files {
@@ -488,18 +488,14 @@ func statStamp(files []keyFile, now time.Time) string {
 		if err != nil {
 			return ""
 		}
-		s, changed, ok := changeStamp(fi)
-		if !ok || changed.After(now.Add(-settleTime)) {
+		s, changed, ok := secretfile.ChangeStamp(fi)
+		if !ok || changed.After(now.Add(-secretfile.SettleTime)) {
 			return ""
 		}
 		fmt.Fprintf(h, "%s %s\n", f.path, s)
 	}
 	return string(h.Sum(nil))
 }
-
-// settleTime is longer than the coarsest file time stamps (a second on
-// some file systems, a jiffy on Linux's).
-const settleTime = 2 * time.Second
 
 // parse reads every key of the files' contents and the methods they
 // verify. A requester key in another file too is refused: also an issuer

@@ -23,7 +23,7 @@ func changeTime(path string) time.Time {
 
 // The key files' statStamp changes with any change of their contents, a
 // key replaced in place keeping its size and modification time too, and
-// is not trusted while a file changed within settleTime.
+// is not trusted while a file changed within secretfile.SettleTime.
 func TestStatStamp(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "k.pem")
@@ -37,7 +37,7 @@ func TestStatStamp(t *testing.T) {
 	require.Equal(t, loaded, statStamp(files, later), "unchanged: the same stamp, and nothing to read")
 
 	// Until the file system's clock has moved on, a write could keep the
-	// change time: that is what settleTime is for.
+	// change time: that is what secretfile.SettleTime is for.
 	probe := filepath.Join(dir, "probe")
 	require.Eventually(t, func() bool {
 		return os.WriteFile(probe, nil, 0o600) == nil && changeTime(probe).After(changeTime(path))

@@ -1,5 +1,6 @@
 // Package secretfile reads a secret's file (a worker's name_FILE setting,
-// an SDK's token or signing key file) within a bound.
+// an SDK's token or signing key file) within a bound, and tells by stat
+// whether it changed (ChangeStamp).
 package secretfile
 
 import (
@@ -7,11 +8,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 // MaxBytes bounds a secret's file (Read): a connection
 // string, a token or a PEM key is far smaller.
 const MaxBytes = 64 << 10
+
+// SettleTime is how long after a change a file's ChangeStamp is trusted:
+// longer than the coarsest file time stamps (a second on some file
+// systems, a jiffy on Linux's), within which a write in the same tick
+// would leave the stamp as it was.
+const SettleTime = 2 * time.Second
 
 // Read reads the secret file at path (the workers' name_FILE
 // settings, an SDK's token or signing key file), at most
