@@ -150,7 +150,7 @@ func (r *Relay) probeRest(ctx context.Context, p *partition, units []unit, rest 
 				ends[o.k](o.err)
 				delete(ends, o.k)
 			case <-ctx.Done():
-				p.left.leave(finished, unsettled(units, outcomes), true)
+				p.left.leave(p.left.current(), finished, unsettled(units, outcomes), true)
 				for _, end := range ends {
 					end(ctx.Err())
 				}

@@ -139,7 +139,8 @@ func TestHeldPassSettlesNoProbe(t *testing.T) {
 	p.probes.done = append(p.probes.done, probed{u: unit{topic: "t", rows: []row{x}},
 		err: fmt.Errorf("produce: %w", kerr.TopicAuthorizationFailed), at: time.Now()})
 	held := errors.New("the partition may be another replica's")
-	p.hold = func(context.Context) error { return held }
+	hold := func(context.Context) error { return held }
+	p.hold.Store(&hold)
 	table := func() (parked, attempts int) {
 		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE parked_until IS NOT NULL), max(attempts) FROM outbox`).
 			Scan(&parked, &attempts))
@@ -153,7 +154,7 @@ func TestHeldPassSettlesNoProbe(t *testing.T) {
 	require.Equal(t, 1, attempts, "a held pass counted an attempt")
 	require.True(t, p.blocked["t"].probing, "the probe waits for a pass the hold lets through")
 
-	p.hold = nil
+	p.hold.Store(nil)
 	res = r.drain(ctx, p, math.MaxInt64, false)
 	require.NoError(t, res.dbErr)
 	parked, attempts = table()

@@ -170,7 +170,7 @@ type partition struct {
 	pauseUntil    time.Time
 	lastRead      time.Time // when a pass last read the table
 	// hold is the running RunHeld's: every publish waits for it.
-	hold func(context.Context) error
+	hold atomic.Pointer[func(context.Context) error]
 	// awayTopic is the topic whose publish failed last for Kafka being
 	// away, with no success since, in this pass or an earlier one (a pass
 	// publishing one commit's rows handed over may try one topic only):
@@ -423,7 +423,7 @@ func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.
 	}
 	p.blocked = map[string]block{}
 	p.probes = &probes{} // endProbes drops an earlier Run's, unless the database kept it from the lock
-	p.hold = hold
+	p.hold.Store(&hold)  // atomic: a publish an earlier Run left running may still read it
 	p.pauseUntil, p.kafkaFailures, p.awayTopic = time.Time{}, 0, ""
 	p.dbStreak = failstreak.Streak{}
 	p.awaitDue.Store(!r.cfg.noTakeoverReads)
@@ -955,7 +955,7 @@ func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []u
 		case <-ctx.Done():
 			// Run deletes the rows Kafka acknowledged of it (handOver);
 			// the others are published again.
-			p.left.leave(finished, unsettled(units, outcomes), true)
+			p.left.leave(p.left.current(), finished, unsettled(units, outcomes), true)
 			for k := range units {
 				if !known[k] {
 					errs[k], known[k] = ctx.Err(), true
@@ -1787,10 +1787,11 @@ var errHeld = errors.New("held from publishing")
 
 // waitHold waits for RunHeld's hold, if any: errHeld when it refused.
 func (p *partition) waitHold(ctx context.Context) error {
-	if p.hold == nil {
+	hold := p.hold.Load()
+	if hold == nil || *hold == nil {
 		return nil
 	}
-	if err := p.hold(ctx); err != nil {
+	if err := (*hold)(ctx); err != nil {
 		return fmt.Errorf("%w: %w", errHeld, err)
 	}
 	return nil
@@ -1834,6 +1835,13 @@ func (r *Relay) messages(ctx context.Context, run []row) ([]*message.Message, er
 // by then are deleted, the others stay and are published again later (a
 // duplicate, never a loss).
 func (l *leftBehind) await(ctx context.Context, u unit, call func() error) error {
+	run := l.current()
+	if err := ctx.Err(); err != nil {
+		// Run has ended (startAll starts units as others return): a call
+		// started now would be left behind after its hand-over, perhaps
+		// once the next Run has begun. Its rows are published again.
+		return err
+	}
 	var err error
 	var at time.Time
 	finished := make(chan struct{})
@@ -1842,7 +1850,7 @@ func (l *leftBehind) await(ctx context.Context, u unit, call func() error) error
 	case <-finished:
 		return err
 	case <-ctx.Done():
-		l.leave(finished, func() []answer { return []answer{{u, err, at}} }, false)
+		l.leave(run, finished, func() []answer { return []answer{{u, err, at}} }, false)
 		return ctx.Err()
 	}
 }
@@ -1855,6 +1863,10 @@ type leftBehind struct {
 	calls     []<-chan struct{}
 	late      []lateCall
 	forgotten bool
+	// run counts the Runs (reset): a call a Run's publish left after that
+	// Run returned (HandOverWait < 0 does not wait for them) is not the
+	// next Run's to wait for or acknowledge.
+	run uint64
 }
 
 // lateCall is a call left behind: answers are the outcomes of the units
@@ -1881,15 +1893,26 @@ func (l *leftBehind) add(finished <-chan struct{}) {
 	l.calls = append(l.calls, finished)
 }
 
-// leave leaves a call behind (add), whose answers handOver acknowledges
-// (lateCall; early: before the call returned).
-func (l *leftBehind) leave(finished <-chan struct{}, answers func() []answer, early bool) {
+// leave leaves a call of Run run (current) behind (add), whose answers
+// handOver acknowledges (lateCall; early: before the call returned).
+func (l *leftBehind) leave(run uint64, finished <-chan struct{}, answers func() []answer, early bool) {
 	l.mu.Lock()
+	if run != l.run {
+		l.mu.Unlock()
+		return // a Run that returned: its rows are published again
+	}
 	if !l.forgotten {
 		l.late = append(l.late, lateCall{finished, answers, early})
 	}
 	l.mu.Unlock()
 	l.add(finished) // after: every call wait waits for has its answers
+}
+
+// current is the Run whose calls are left now.
+func (l *leftBehind) current() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.run
 }
 
 // unsettled are the answers so far of a call publishing units: the
@@ -1943,6 +1966,7 @@ func (l *leftBehind) reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.calls, l.late, l.forgotten = nil, nil, false
+	l.run++
 }
 
 func (l *leftBehind) count() int {
