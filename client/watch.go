@@ -232,9 +232,9 @@ type stateReader struct {
 	// end is, per partition not read up to it yet, its listed end offset:
 	// its last stable offset, below which every transaction was decided.
 	end map[int32]int64
-	// list lists the topic's start and end offsets (listState), within
-	// Config.RequestTimeout when ctx has no deadline.
-	list func(context.Context) (starts, ends kadm.ListedOffsets, err error)
+	// listPartition lists one partition's start and end offsets
+	// (Client.listPartition).
+	listPartition func(ctx context.Context, p int32) (start, end int64, err error)
 	// failed are the errors its connections and fetches met since it last
 	// made progress.
 	failed *fetchErrors
@@ -266,6 +266,13 @@ type stateReader struct {
 	// moved says followMoves moved the reader to another partition or
 	// topic instance since poll last looked (relist).
 	moved atomic.Bool
+	// relistBy is, while poll has still to list the end of the partition
+	// moved to (relist), when it stops retrying (zero: none to list); it
+	// retries for timeout, Config.RequestTimeout. readTo is the offset
+	// past the last record of that partition read meanwhile.
+	relistBy time.Time
+	timeout  time.Duration
+	readTo   int64
 }
 
 // keyPartition is the partition of the state topic with n partitions that
@@ -561,8 +568,8 @@ func (r *stateReader) waitCtx(ctx context.Context) (wait context.Context, confir
 	default:
 		wait, cancel = context.WithDeadline(ctx, graceEnd)
 	}
-	if r.moved.Load() {
-		cancel() // moved before its wake had a wait to end
+	if r.moved.Load() || !r.relistBy.IsZero() {
+		cancel() // moved before its wake had a wait to end, or a listing to retry
 	}
 	f.wake = cancel
 	f.mu.Unlock()
@@ -582,18 +589,13 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 	defer cancel()
 	ctx, cancelSetup := withDefaultTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancelSetup()
-	list := func(ctx context.Context) (starts, ends kadm.ListedOffsets, err error) {
-		ctx, cancel := withDefaultTimeout(ctx, c.cfg.RequestTimeout)
-		defer cancel()
-		return c.listState(ctx)
-	}
-	starts, ends, err := list(ctx)
+	starts, ends, err := c.listState(ctx)
 	if err != nil {
 		return nil, err
 	}
 	want := parts(len(ends[topic]))
-	r := &stateReader{end: unread(topic, starts, ends, want), list: list, failed: &fetchErrors{}, topic: topic,
-		partitions: len(ends[topic]), id: c.topicID(ctx, topic), lookUp: make(chan struct{}, 1)}
+	r := &stateReader{end: unread(topic, starts, ends, want), listPartition: c.listPartition, failed: &fetchErrors{}, topic: topic,
+		partitions: len(ends[topic]), id: c.topicID(ctx, topic), lookUp: make(chan struct{}, 1), timeout: c.cfg.RequestTimeout}
 	offsets := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) {
 		if want == nil || slices.Contains(want, o.Partition) {
@@ -641,6 +643,43 @@ func (c *Client) listState(ctx context.Context) (starts, ends kadm.ListedOffsets
 	return starts, ends, nil
 }
 
+// listPartition lists partition p of the state topic as listState lists
+// them all: its start offset and its end (its last stable offset). It asks
+// p's leader only, so that another partition's failure (a partition just
+// added, without a leader yet; a broker down) neither fails it nor holds
+// it up.
+func (c *Client) listPartition(ctx context.Context, p int32) (start, end int64, err error) {
+	list := func(isolation int8, at int64) (int64, error) {
+		req := kmsg.NewPtrListOffsetsRequest()
+		req.IsolationLevel = isolation
+		rt := kmsg.NewListOffsetsRequestTopic()
+		rt.Topic = c.cfg.Topics.State
+		rp := kmsg.NewListOffsetsRequestTopicPartition()
+		rp.Partition, rp.Timestamp = p, at
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, c.prod)
+		if err != nil {
+			return 0, withContextErr(ctx, err)
+		}
+		for _, t := range resp.Topics {
+			for _, o := range t.Partitions {
+				if o.Partition == p {
+					return o.Offset, kerr.ErrorForCode(o.ErrorCode)
+				}
+			}
+		}
+		return 0, errors.New("the partition is missing from the answer")
+	}
+	if end, err = list(1, -1); err != nil {
+		return 0, 0, fmt.Errorf("listing its end offset: %w", err)
+	}
+	if start, err = list(0, -2); err != nil {
+		return 0, 0, fmt.Errorf("listing its start offset: %w", err)
+	}
+	return start, end, nil
+}
+
 // unread is, of topic's partitions in want (nil: all), those holding
 // records below their listed end, with that end.
 func unread(topic string, starts, ends kadm.ListedOffsets, want []int32) map[int32]int64 {
@@ -655,19 +694,37 @@ func unread(topic string, starts, ends kadm.ListedOffsets, want []int32) map[int
 	return end
 }
 
-// relist lists again, after followMoves moved the reader before it
-// caught up, the end up to which it reads the partition it follows now
-// (the key's partition of the topic created again, or its new partition
-// after partitions were added): the one listed at its start was another
-// partition's, which it no longer reads. A listing that fails leaves none:
-// the watch then delivers the state it read so far and reads on.
-func (r *stateReader) relist(ctx context.Context) {
-	starts, ends, err := r.list(ctx)
-	if err != nil {
-		clear(r.end)
-		return
+// relistAttempt bounds one listing of relist, which poll waits for: a
+// partition's leader answers it in milliseconds, and one that does not is
+// asked again after poll's pause, poll telling meanwhile what is due
+// (fetchErrorGrace) and ending with its context.
+const relistAttempt = time.Second
+
+// relist lists, while it has to (relistBy: followMoves moved the reader
+// before it caught up), the end up to which the reader reads the partition
+// it follows now (the key's partition of the topic created again, or its
+// new partition after partitions were added): the one listed at its start
+// was another partition's, which it no longer reads. It lists that
+// partition only: the others, just added or created, may have no leader
+// yet. It returns the listing's failure, which poll takes as a failure of
+// the reading and retries after its pause, until relistBy: then it leaves
+// no end, and the watch delivers the state it read so far and reads on.
+func (r *stateReader) relist(ctx context.Context) error {
+	if r.relistBy.IsZero() {
+		return nil
 	}
-	r.end = unread(r.topic, starts, ends, []int32{r.following.Load()})
+	p := r.following.Load()
+	ctx, cancel := context.WithTimeout(ctx, min(relistAttempt, time.Until(r.relistBy)))
+	defer cancel()
+	start, end, err := r.listPartition(ctx, p)
+	if err != nil && time.Now().Before(r.relistBy) {
+		return err
+	}
+	if err == nil && end > max(start, r.readTo) {
+		r.end[p] = end
+	}
+	r.relistBy = time.Time{}
+	return err
 }
 
 // setupErr is the sentinel of a failure to list the state topic's offsets:
@@ -680,8 +737,9 @@ func setupErr(err error) error {
 	return ErrUnreachable
 }
 
-// caughtUp says whether every partition was read up to its listed end.
-func (r *stateReader) caughtUp() bool { return len(r.end) == 0 }
+// caughtUp says whether every partition was read up to its listed end
+// (and the end of the one moved to was listed, or given up: relist).
+func (r *stateReader) caughtUp() bool { return len(r.end) == 0 && r.relistBy.IsZero() }
 
 // poll reads the next records, giving each to f with whether the table was
 // read up to the listed ends before it, and says whether it made progress:
@@ -705,15 +763,21 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 	if fs.IsClientClosed() {
 		return false, ErrClosed
 	}
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
 	// Before the records of the partition moved to: the move came before
-	// them (followMoves).
+	// them (followMoves). The end listed was another partition's.
 	if r.moved.Swap(false) && !r.caughtUp() {
-		r.relist(ctx)
+		clear(r.end)
+		r.relistBy, r.readTo = time.Now().Add(r.timeout), 0
+	}
+	relistErr := r.relist(ctx)
+	if err := ctx.Err(); err != nil {
+		return false, err // not a failure of the listing
 	}
 	var errs []kgo.FetchError
+	if relistErr != nil {
+		errs = append(errs, kgo.FetchError{Topic: r.topic, Partition: r.following.Load(), Err: relistErr})
+		r.failed.failedReading(relistErr, false)
+	}
 	for _, e := range fs.Errors() {
 		if wait.Err() != nil && e.Topic == "" && errors.Is(e.Err, wait.Err()) {
 			continue // woken to tell (kgo drained nothing)
@@ -747,11 +811,18 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 		r.settle(confirming && len(errs) == 0)
 		r.failed.mu.Unlock()
 	}
-	if err := r.pause.After(ctx, fs.NumRecords(), errs); err != nil {
+	records := fs.NumRecords()
+	if relistErr != nil {
+		records = 0 // the listing is retried after the pause, not at each fetch
+	}
+	if err := r.pause.After(ctx, records, errs); err != nil {
 		return false, err
 	}
 	fs.EachRecord(func(rec *kgo.Record) {
 		live := r.caughtUp()
+		if !r.relistBy.IsZero() && rec.Partition == r.following.Load() {
+			r.readTo = rec.Offset + 1
+		}
 		if end, ok := r.end[rec.Partition]; ok {
 			progressed = true
 			r.failed.progress(rec.Partition)
@@ -983,11 +1054,12 @@ type watchOptions struct {
 // (TOPIC_AUTHORIZATION_FAILED without the Read ACL,
 // UNKNOWN_TOPIC_OR_PARTITION). A failure streak begins at the first
 // failure (a fetch error, a failed Fetch request, a failed connection to
-// the partition's leader, or to any broker while the leader is not known)
-// and ends when reading works again: a record of the partition is read
-// with no error in the same poll, or two Fetch requests in a row succeed
-// and the poll after them gets no error (so a partition without new
-// records tells it too). fn is told of a streak once, only after it
+// the partition's leader, or to any broker while the leader is not known,
+// or a failed listing of the end of the partition a move brought the
+// watch to before it delivered the lock: see Watch) and ends when reading
+// works again: a record of the partition is read with no error in the
+// same poll, or two Fetch requests in a row succeed and the poll after
+// them gets no error (so a partition without new records tells it too). fn is told of a streak once, only after it
 // lasted 5 s (kgo retries all along: a refused Fetch again as soon as the
 // watch took its error, which it does every 100 ms to 1 s; a failed dial
 // or request after a backoff of 250 ms to 1 s, unless Config.KafkaOpts
@@ -1083,7 +1155,9 @@ func OnFetchError(fn func(error)) WatchOption {
 // is now: it then lists the end of the partition it moved to and delivers
 // the lock as read up to there (as it read it before, a free lock at
 // revision 0 if it read nothing, when that partition holds no record of
-// the lock yet).
+// the lock yet). It lists that partition only, and retries a listing that
+// fails (a failure of the reading, for OnFetchError) for up to
+// Config.RequestTimeout; then it delivers the lock as read so far.
 func (c *Client) Watch(ctx context.Context, name string, opts ...WatchOption) (<-chan LockRevision, error) {
 	key := topics.LockKey(c.cfg.Namespace, name)
 	if msg := topics.CheckLockName(name); msg != "" {

@@ -2,11 +2,13 @@ package client_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -182,6 +184,57 @@ func TestWatchMovesToTheKeysNewPartitionBeforeCaughtUp(t *testing.T) {
 	}
 	release()
 	require.EqualValues(t, 2, next(t, ch).Revision, "read in the key's new partition, up to its end")
+}
+
+// Partitions added while a watch is still reading the key's old partition
+// up to its listed end (its first fetch held), and the new partitions
+// without a leader yet when the watch lists the end of the key's new one:
+// the others' failures do not matter to it, and its own is retried, told
+// to OnFetchError once it lasted the grace. The first state the watch
+// delivers is the lock as read up to that end, not what it read so far
+// (nothing: free, revision 0) followed by the real state as a change.
+func TestWatchMovedBeforeCaughtUpRetriesListingTheKeysPartitionOnly(t *testing.T) {
+	client.SetPartitionCheck(t, 50*time.Millisecond)
+	client.SetFetchErrorGrace(t, 300*time.Millisecond)
+	state := topics.DefaultNames().State
+	lock := movedKeys(t, 1, 2, 4)[0]
+	p := kafkatest.KeyPartition(lock, 4)
+	cluster, _ := kafkatest.StateTopic(t, 2, in(kafkatest.StateRecord(t, lock, 1), 2))
+	held, release := kafkatest.HoldFirst(cluster, kmsg.Fetch)
+	defer release()
+	c := readOnly(t, cluster)
+	ctx, cancel := context.WithTimeout(ctxT(t), 10*time.Second)
+	defer cancel()
+	told := make(toldErrors, 10)
+	ch, err := c.Watch(ctx, lock, told.opt())
+	require.NoError(t, err)
+	<-held
+	noLeader := func(parts ...int32) *kfake.FaultHandle {
+		return cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.ListOffsets}, Topic: state, Partitions: parts,
+			Err: kerr.LeaderNotAvailable, Count: -1})
+	}
+	others := noLeader(slices.DeleteFunc([]int32{0, 1, 2, 3}, func(q int32) bool { return q == p })...)
+	defer others.Remove()
+	own := noLeader(p)
+	defer own.Remove()
+	produce := addPartitions(t, cluster, 4)
+	produce(in(kafkatest.StateRecord(t, lock, 2), 4))
+	require.Eventually(t, func() bool { return own.Hits() > 0 }, 5*time.Second, 10*time.Millisecond,
+		"the watch moved to the key's new partition")
+	release()
+
+	select {
+	case lr := <-ch:
+		t.Fatalf("delivered revision %d (%s) while the end of partition %d could not be listed", lr.Revision, lr.Status, p)
+	case err := <-told:
+		require.ErrorIs(t, err, client.ErrUnreachable)
+		require.ErrorIs(t, err, kerr.LeaderNotAvailable)
+	case <-ctx.Done():
+		t.Fatal("nothing delivered nor told")
+	}
+	own.Remove()
+	require.EqualValues(t, 2, next(t, ch).Revision, "read in the key's new partition, up to its end")
+	require.NoError(t, told.next(t), "its end listed")
 }
 
 // Locks joins the error of a record batch it skipped unread to an
