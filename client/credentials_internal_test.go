@@ -270,12 +270,19 @@ func TestNewRefusesATokenOverTheWorkersLimit(t *testing.T) {
 	want := fmt.Sprintf("the token is %d bytes, over the workers' limit of %d", len(over), topics.MaxTokenBytes)
 	err = newRefused(t, Config{Token: over})
 	require.ErrorIs(t, err, ErrUnauthenticated)
-	require.ErrorContains(t, err, want)
-	t.Setenv(EnvToken, over)
+	refusedFromEveryPlace(t, over, want)
+}
+
+// refusedFromEveryPlace: New refuses token, with an error containing want,
+// from Config.Token, LOCKWORKER_TOKEN and LOCKWORKER_TOKEN_FILE alike.
+func refusedFromEveryPlace(t *testing.T, token, want string) {
+	t.Helper()
+	require.ErrorContains(t, newRefused(t, Config{Token: token}), want, "Config.Token")
+	t.Setenv(EnvToken, token)
 	require.ErrorContains(t, newRefused(t, Config{}), want, EnvToken)
 	t.Setenv(EnvToken, "")
 	file := filepath.Join(t.TempDir(), "token")
-	require.NoError(t, os.WriteFile(file, []byte(over+"\n"), 0o600))
+	require.NoError(t, os.WriteFile(file, []byte(token+"\n"), 0o600))
 	t.Setenv(EnvTokenFile, file)
 	require.ErrorContains(t, newRefused(t, Config{}), want, EnvTokenFile)
 }
@@ -492,14 +499,7 @@ func TestNewRefusesAStaticTokenWithoutExp(t *testing.T) {
 	_, err = loadCredentials(Config{Token: noExp})
 	require.ErrorIs(t, err, ErrUnauthenticated)
 	require.ErrorContains(t, err, want)
-	require.ErrorContains(t, newRefused(t, Config{Token: noExp}), want)
-	t.Setenv(EnvToken, noExp)
-	require.ErrorContains(t, newRefused(t, Config{}), want, EnvToken)
-	t.Setenv(EnvToken, "")
-	file := filepath.Join(t.TempDir(), "token")
-	require.NoError(t, os.WriteFile(file, []byte(noExp+"\n"), 0o600))
-	t.Setenv(EnvTokenFile, file)
-	require.ErrorContains(t, newRefused(t, Config{}), want, EnvTokenFile)
+	refusedFromEveryPlace(t, noExp, want)
 }
 
 // A token file that a sidecar renews (a Kubernetes projected token or
