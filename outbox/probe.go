@@ -218,10 +218,9 @@ func (r *Relay) endProbes(ctx context.Context, p *partition) {
 		return
 	}
 	defer p.release()
-	ps := &passState{}
+	var answers []answer
 	for _, d := range p.probes.taken() {
-		ps.at = d.at
-		ps.ackWritten(p, d.u, d.err) // the rest stays in the table
+		answers = append(answers, answer{d.u, d.err, d.at})
 	}
 	p.probes = &probes{}
 	for t, b := range p.blocked { // for a DrainOnce after Run (tests)
@@ -230,5 +229,5 @@ func (r *Relay) endProbes(ctx context.Context, p *partition) {
 			p.blocked[t] = b
 		}
 	}
-	r.deleteAtEnd(ctx, p, ps)
+	r.deleteAtEnd(ctx, p, answers)
 }

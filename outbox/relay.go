@@ -2035,18 +2035,20 @@ func (r *Relay) handOver(ctx context.Context, p *partition) {
 		return
 	}
 	defer p.release()
-	ps := &passState{}
-	for _, a := range answers {
-		ps.at = a.at                 // not the end of the wait for the others
-		ps.ackWritten(p, a.u, a.err) // the rest stays in the table
-	}
-	r.deleteAtEnd(ctx, p, ps)
+	r.deleteAtEnd(ctx, p, answers)
 }
 
-// deleteAtEnd, as Run ends, reports the rows ps acknowledged (publishes
-// that returned after their pass) and deletes them, rather than have the
-// partition's next owner publish them again. p.lock is held.
-func (r *Relay) deleteAtEnd(ctx context.Context, p *partition, ps *passState) {
+// deleteAtEnd, as Run ends, reports the rows Kafka acknowledged of the
+// answers (publishes that returned after their pass), each at its own
+// time, not the end of the wait for the others, and deletes them, rather
+// than have the partition's next owner publish them again; the rest stay
+// in the table. p.lock is held.
+func (r *Relay) deleteAtEnd(ctx context.Context, p *partition, answers []answer) {
+	ps := &passState{}
+	for _, a := range answers {
+		ps.at = a.at
+		ps.ackWritten(p, a.u, a.err)
+	}
 	if ps.res.published == 0 {
 		return
 	}
