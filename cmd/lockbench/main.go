@@ -301,21 +301,37 @@ func parseFlags(args []string, stderr io.Writer) (_ *Config, err error) {
 			fmt.Fprintln(stderr, "lockbench:", err)
 		}
 	}()
+	// A number given is taken as given or refused where it is given, never
+	// replaced by a default (most flags are 0, "not given", until --quick's
+	// or DefaultConfig's applies) nor left to fail later. 0 means
+	// something (none, never, the worker's default) to these only.
+	zeroMeans := map[string]bool{
+		"warmup": true, "max-poll-records": true, "appliers": true, "burst-extends": true,
+		"cleanup-ended-max": true, "soak-scrape": true, "failover-kills": true,
+		"failover-freezes": true, "failover-terms": true, "failover-rolls": true, "failover-cuts": true,
+	}
 	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	// 0 is also the lengths' default, meaning "not given": refused only
-	// when given.
-	for _, f := range []struct {
-		count, length string
-		n             int
-		d             time.Duration
-	}{
-		{"failover-freezes", "failover-freeze-for", *freezes, *freezeFor},
-		{"failover-cuts", "failover-cut-for", *cuts, *cutFor},
-	} {
-		if given[f.count] && f.n < 0 || given[f.length] && f.d <= 0 {
-			return nil, fmt.Errorf("--%s must be 0 or more, --%s positive", f.count, f.length)
+	fs.Visit(func(f *flag.Flag) {
+		given[f.Name] = true
+		var v int64
+		switch x := f.Value.(flag.Getter).Get().(type) {
+		case int:
+			v = int64(x)
+		case time.Duration:
+			v = int64(x)
+		default:
+			return
 		}
+		switch {
+		case err != nil:
+		case zeroMeans[f.Name] && v < 0:
+			err = fmt.Errorf("--%s must be 0 or more", f.Name)
+		case !zeroMeans[f.Name] && v < 1:
+			err = fmt.Errorf("--%s must be positive", f.Name)
+		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Scenarios, err = parseScenarios(*scen); err != nil {
 		return nil, err
@@ -324,56 +340,40 @@ func parseFlags(args []string, stderr io.Writer) (_ *Config, err error) {
 		cfg.quick()
 	}
 	cfg.PGMaxConns = *pgConns
-	setIf := func(dst *int, v int) {
-		if v > 0 {
-			*dst = v
-		}
-	}
-	setDur := func(dst *time.Duration, v time.Duration) {
-		if v > 0 {
-			*dst = v
-		}
-	}
-	setIf(&cfg.Clients, *clients)
-	setIf(&cfg.Rounds, *rounds)
-	setIf(&cfg.Rate, *rate)
-	setIf(&cfg.Waiters, *waiters)
-	setIf(&cfg.BurstLocks, *burstLocks)
-	setIf(&cfg.Leases, *leases)
+	setGiven(given, "clients", &cfg.Clients, *clients)
+	setGiven(given, "rounds", &cfg.Rounds, *rounds)
+	setGiven(given, "rate", &cfg.Rate, *rate)
+	setGiven(given, "waiters", &cfg.Waiters, *waiters)
+	setGiven(given, "burst-locks", &cfg.BurstLocks, *burstLocks)
+	setGiven(given, "leases", &cfg.Leases, *leases)
 	// The failover's counts default to DefaultConfig's (the help says so)
 	// or --quick's; given, they override either (0 skips that fault).
-	for _, f := range []struct {
-		name string
-		dst  *int
-		n    int
-	}{
-		{"failover-kills", &cfg.Failover.Kills, *kills}, {"failover-terms", &cfg.Failover.Terms, *terms}, {"failover-rolls", &cfg.Failover.Rolls, *rolls},
-		{"failover-freezes", &cfg.Failover.Freezes, *freezes}, {"failover-cuts", &cfg.Failover.Cuts, *cuts},
-	} {
-		if f.n < 0 {
-			return nil, fmt.Errorf("--%s must be 0 or more", f.name)
-		}
-		if given[f.name] {
-			*f.dst = f.n
-		}
-	}
-	setIf(&cfg.CeilingBatch, *ceilBatch)
+	setGiven(given, "failover-kills", &cfg.Failover.Kills, *kills)
+	setGiven(given, "failover-terms", &cfg.Failover.Terms, *terms)
+	setGiven(given, "failover-rolls", &cfg.Failover.Rolls, *rolls)
+	setGiven(given, "failover-freezes", &cfg.Failover.Freezes, *freezes)
+	setGiven(given, "failover-cuts", &cfg.Failover.Cuts, *cuts)
+	setGiven(given, "ceiling-batch", &cfg.CeilingBatch, *ceilBatch)
 	// The ceiling batches as scenario 1's worker does: a child worker (or a
 	// running one) has no setting of it, and runs the default.
-	if cfg.WorkerBin == "" && *brokers == "" {
-		setIf(&cfg.CeilingAppliers, cfg.Appliers)
+	if cfg.WorkerBin == "" && *brokers == "" && cfg.Appliers > 0 {
+		cfg.CeilingAppliers = cfg.Appliers
 	}
-	setDur(&cfg.Duration, *duration)
-	setDur(&cfg.Warmup, *warmup)
-	setDur(&cfg.LatencyDuration, *latDur)
-	setDur(&cfg.Lease, *lease)
-	setDur(&cfg.CeilingDuration, *ceilDur)
-	setDur(&cfg.SoakDuration, *soakDur)
-	setDur(&cfg.SoakWindow, *soakWin)
-	setDur(&cfg.Failover.FreezeFor, *freezeFor)
-	setDur(&cfg.Failover.CutFor, *cutFor)
-	if cfg.SoakClients < 1 || cfg.SoakLocks < 1 || cfg.SoakWindow > cfg.SoakDuration {
-		return nil, errors.New("--soak-clients and --soak-locks must be positive, --soak-window at most --soak-duration")
+	setGiven(given, "duration", &cfg.Duration, *duration)
+	setGiven(given, "warmup", &cfg.Warmup, *warmup)
+	setGiven(given, "latency-duration", &cfg.LatencyDuration, *latDur)
+	setGiven(given, "lease", &cfg.Lease, *lease)
+	setGiven(given, "ceiling-duration", &cfg.CeilingDuration, *ceilDur)
+	setGiven(given, "soak-duration", &cfg.SoakDuration, *soakDur)
+	setGiven(given, "soak-window", &cfg.SoakWindow, *soakWin)
+	setGiven(given, "failover-freeze-for", &cfg.Failover.FreezeFor, *freezeFor)
+	setGiven(given, "failover-cut-for", &cfg.Failover.CutFor, *cutFor)
+	// Fewer would measure nothing and report it as done.
+	if n := pairs(cfg.Rate, cfg.LatencyDuration); n < 2 {
+		return nil, fmt.Errorf("--rate %d for --latency-duration %s sends %d commands to measure: at least an acquire and its release (2) are needed", cfg.Rate, cfg.LatencyDuration, n)
+	}
+	if cfg.SoakWindow > cfg.SoakDuration {
+		return nil, errors.New("--soak-window must be at most --soak-duration")
 	}
 	// Each soak client takes locks of its own; fewer locks than clients
 	// would have two share one, and each refusal (LOCK_HELD) of the other's
@@ -406,6 +406,14 @@ func parseFlags(args []string, stderr io.Writer) (_ *Config, err error) {
 		cfg.DatabaseURL = DefaultDatabaseURL
 	}
 	return &cfg, nil
+}
+
+// setGiven sets *dst to v when its flag was given: the flags whose
+// defaults --quick changes are parsed apart, and applied after it.
+func setGiven[T any](given map[string]bool, name string, dst *T, v T) {
+	if given[name] {
+		*dst = v
+	}
 }
 
 // checkInProcess refuses the options given (even at their defaults) of

@@ -338,9 +338,11 @@ func TestParseFlagsFailoverFreezesAndCuts(t *testing.T) {
 		n, d = got("--quick", "--"+fault.count, "0", "--"+fault.length, "8s")
 		require.Equal(t, 0, n, "0 skips the phase")
 		require.Equal(t, 8*time.Second, d)
-		for _, args := range [][]string{{"--" + fault.count, "-1"}, {"--" + fault.length, "0s"}, {"--" + fault.length, "-2s"}} {
-			_, err := parseFlags(args, &bytes.Buffer{})
-			require.EqualError(t, err, "--"+fault.count+" must be 0 or more, --"+fault.length+" positive", args)
+		_, err := parseFlags([]string{"--" + fault.count, "-1"}, &bytes.Buffer{})
+		require.EqualError(t, err, "--"+fault.count+" must be 0 or more")
+		for _, d := range []string{"0s", "-2s"} {
+			_, err := parseFlags([]string{"--" + fault.length, d}, &bytes.Buffer{})
+			require.EqualError(t, err, "--"+fault.length+" must be positive", d)
 		}
 
 		b, err := json.Marshal(fault.set)
@@ -367,6 +369,64 @@ func TestParseFlagsFailoverCounts(t *testing.T) {
 		_, err := parseFlags([]string{"--" + name, "-1"}, &bytes.Buffer{})
 		require.EqualError(t, err, "--"+name+" must be 0 or more")
 	}
+}
+
+// TestParseFlagsNumbersOutOfRange: a number given is taken as given or
+// refused, never replaced by a default nor kept to fail far from its
+// flag; 0 is taken where it means something.
+func TestParseFlagsNumbersOutOfRange(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--clients", "-5"}, "--clients must be positive"},
+		{[]string{"--clients", "0"}, "--clients must be positive"},
+		{[]string{"--duration", "-1s"}, "--duration must be positive"},
+		{[]string{"--warmup", "-1s"}, "--warmup must be 0 or more"},
+		{[]string{"--rate", "-100"}, "--rate must be positive"},
+		{[]string{"--rounds", "-2"}, "--rounds must be positive"},
+		{[]string{"--pg-max-conns", "0"}, "--pg-max-conns must be positive"},
+		{[]string{"--pg-max-conns", "-3"}, "--pg-max-conns must be positive"},
+		{[]string{"--burst-owners", "0"}, "--burst-owners must be positive"},
+		{[]string{"--burst-extends", "-1"}, "--burst-extends must be 0 or more"},
+		{[]string{"--cleanup-ended-max", "-1"}, "--cleanup-ended-max must be 0 or more"},
+		{[]string{"--soak-scrape", "-1s"}, "--soak-scrape must be 0 or more"},
+		{[]string{"--ceiling-batch", "0"}, "--ceiling-batch must be positive"},
+		{[]string{"--soak-clients", "0"}, "--soak-clients must be positive"},
+		{[]string{"--failover-heartbeat", "0s"}, "--failover-heartbeat must be positive"},
+		{[]string{"--quick", "--clients", "-1", "--appliers", "-1"}, "--appliers must be 0 or more"}, // the first in name order
+		{[]string{"--rate", "1", "--latency-duration", "1s"}, "--rate 1 for --latency-duration 1s sends 0 commands to measure: at least an acquire and its release (2) are needed"},
+		{[]string{"--quick", "--latency-duration", "5ms"}, "--rate 200 for --latency-duration 5ms sends 0 commands to measure: at least an acquire and its release (2) are needed"},
+		{[]string{"--soak-duration", "1m", "--soak-window", "2m"}, "--soak-window must be at most --soak-duration"},
+	} {
+		_, err := parseFlags(c.args, &bytes.Buffer{})
+		require.EqualError(t, err, c.want, c.args)
+	}
+	cfg, err := parseFlags([]string{"--quick", "--warmup", "0", "--burst-extends", "0", "--cleanup-ended-max", "0", "--soak-scrape", "0",
+		"--clients", "5", "--rate", "2", "--latency-duration", "1s"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, []any{time.Duration(0), 0, 0, time.Duration(0), 5, 2, time.Second},
+		[]any{cfg.Warmup, cfg.BurstExtends, cfg.CleanupEndedMax, cfg.SoakScrape, cfg.Clients, cfg.Rate, cfg.LatencyDuration})
+}
+
+// TestLatencyWindowNothingSent: the latency window's CPU is read from its
+// start even when it sends nothing (parseFlags refuses that, a Config
+// need not), not from no reading, a window since the epoch.
+func TestLatencyWindowNothingSent(t *testing.T) {
+	cfg, err := parseFlags([]string{"--scenario", "latency", "--broker-memory", "--warmup", "0"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	testdb.Require(t) // no PostgreSQL: fail saying how to provide one
+	cfg.DatabaseURL = testdb.URL()
+	cfg.LatencyDuration = time.Millisecond // one command at 1,000/s, no pair
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := run(ctx, cfg, &progress)
+	t.Log(progress.String())
+	require.NoError(t, err)
+	require.NotNil(t, rep.Latency)
+	require.Zero(t, rep.Latency.Sent)
+	require.Less(t, rep.Latency.CPU.Seconds, 60.0, "the window is the run's, not since the epoch")
 }
 
 // TestAppliersReachTheCeilingInProcessOnly: --appliers sets the in-process

@@ -350,14 +350,19 @@ type LatencyResult struct {
 // answers that came as asked say nothing of the others.
 func (l *LatencyResult) whole() bool { return l.Missing == 0 && l.Unexpected == 0 }
 
+// pairs is how many commands rate a second sends over d: acquires and
+// their releases.
+func pairs(rate int, d time.Duration) int {
+	n := int(float64(rate) * d.Seconds())
+	return n - n%2
+}
+
 func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 	cfg := b.cfg
-	n := int(float64(cfg.Rate) * cfg.LatencyDuration.Seconds())
-	n -= n % 2
+	n := pairs(cfg.Rate, cfg.LatencyDuration)
 	// A fresh worker's first commands prepare its statements and fetch
 	// metadata: --warmup at the same rate goes first, its answers unread.
-	warm := int(float64(cfg.Rate) * cfg.Warmup.Seconds())
-	warm -= warm % 2
+	warm := pairs(cfg.Rate, cfg.Warmup)
 	res := LatencyResult{Rate: cfg.Rate, Seconds: cfg.LatencyDuration.Seconds(), WarmupSent: warm, Sent: n}
 	acq, rel, all, wrk := newHist(), newHist(), newHist(), newHist()
 	toTx, inTx, fromRelay := newHist(), newHist(), newHist()
@@ -367,11 +372,16 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 	var lagMax time.Duration
 	var cpu0 cpuSnapshot
 	time.Sleep(time.Until(start))
-	for k := 0; k < warm+n && ctx.Err() == nil; k++ {
-		measured := k >= warm
+	for k := 0; ctx.Err() == nil; k++ {
+		// The window starts at the first measured send, read even when
+		// there is none: compared with no reading, it would be since boot.
 		if k == warm {
 			cpu0 = takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
 		}
+		if k == warm+n {
+			break
+		}
+		measured := k >= warm
 		intended := start.Add(time.Duration(k) * interval)
 		if d := time.Until(intended); d > 0 {
 			time.Sleep(d)
