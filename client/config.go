@@ -146,10 +146,12 @@ type Config struct {
 	// require authentication (AUTH_REQUIRED): a JWT whose subject is the
 	// requester. Default: the LOCKWORKER_TOKEN environment variable, else
 	// the contents of the file LOCKWORKER_TOKEN_FILE (at most 64 KiB; an
-	// empty one is refused). That file is read again when it changes (its
-	// size, mtime or file, symbolic links followed: a sidecar renewing it,
-	// as a Kubernetes projected token or Vault agent does), so a
-	// long-running client takes the new token; a new token New would
+	// empty one is refused; its path is made absolute at New). That file is
+	// read again when it changes (its file, size, mtime or change time,
+	// symbolic links followed: a sidecar renewing it, as a Kubernetes
+	// projected token or Vault agent does), so a long-running client takes
+	// the new token; a file changed less than 2 s ago is taken once it has
+	// settled, unless the token held expires within 2 s. A new token New would
 	// refuse, or one naming another subject, is not taken, and the one
 	// held serves until it expires, its ErrUnauthenticated then saying why.
 	// The environment's

@@ -227,7 +227,7 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 	case o.metadata != nil || o.metaErr != nil:
 		return nil, e.invalid("the leader's value is the lease's owner_metadata: WithMetadata does not apply")
 	case o.session != nil:
-		return nil, e.invalid("a leadership is kept alive by its own lease: WithSession does not apply")
+		return nil, e.invalid("a campaign waits in a session of its own: WithSession does not apply")
 	case !o.keepAlive:
 		return nil, e.invalid("a leadership is kept alive until Resign: WithoutKeepAlive does not apply")
 	case o.maxHold > 0:
