@@ -568,8 +568,17 @@ func (r *stateReader) waitCtx(ctx context.Context) (wait context.Context, confir
 	default:
 		wait, cancel = context.WithDeadline(ctx, graceEnd)
 	}
-	if r.moved.Load() || !r.relistBy.IsZero() {
-		cancel() // moved before its wake had a wait to end, or a listing to retry
+	switch {
+	case r.moved.Load():
+		cancel() // moved before its wake had a wait to end
+	case !r.relistBy.IsZero():
+		// A listing to retry: not at once, as kgo hands no buffered
+		// records to a poll whose context has ended, and those read
+		// meanwhile may reach the end.
+		var cancelPoll context.CancelFunc
+		wait, cancelPoll = context.WithTimeout(wait, relistPoll)
+		cancelWait := cancel
+		cancel = func() { cancelPoll(); cancelWait() }
 	}
 	f.wake = cancel
 	f.mu.Unlock()
@@ -699,6 +708,10 @@ func unread(topic string, starts, ends kadm.ListedOffsets, want []int32) map[int
 // asked again after poll's pause, poll telling meanwhile what is due
 // (fetchErrorGrace) and ending with its context.
 const relistAttempt = time.Second
+
+// relistPoll bounds a poll's wait while a listing is to retry: long enough
+// to take the records kgo buffered, short enough not to delay the retry.
+const relistPoll = 10 * time.Millisecond
 
 // relist lists, while it has to (relistBy: followMoves moved the reader
 // before it caught up), the end up to which the reader reads the partition

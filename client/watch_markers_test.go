@@ -251,3 +251,52 @@ func TestLocksJoinsASkippedBatchToUnreadableLocks(t *testing.T) {
 	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
 	require.Len(t, table, 1)
 }
+
+// TestWatchReadsWhileRetryingTheListingOfItsNewPartition: while the end of
+// the key's new partition cannot be listed (a move before the watch caught
+// up), the watch still reads that partition's records between the
+// listing's tries, so the state delivered first is the partition's, not
+// the one read before the move (free, revision 0) once the listing gives
+// up: kgo hands no buffered records to a poll whose context has ended.
+func TestWatchReadsWhileRetryingTheListingOfItsNewPartition(t *testing.T) {
+	client.SetPartitionCheck(t, 50*time.Millisecond)
+	state := topics.DefaultNames().State
+	lock := movedKeys(t, 1, 2, 4)[0]
+	p := kafkatest.KeyPartition(lock, 4)
+	cluster, _ := kafkatest.StateTopic(t, 2, in(kafkatest.StateRecord(t, lock, 1), 2))
+	held, release := kafkatest.HoldFirst(cluster, kmsg.Fetch)
+	defer release()
+	c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true, RequestTimeout: 3 * time.Second})
+	require.NoError(t, err)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctxT(t), 20*time.Second)
+	defer cancel()
+	ch, err := c.Watch(ctx, lock)
+	require.NoError(t, err)
+	<-held
+	// Only the watch's own listing of the end (timestamp -1) fails; the
+	// consumer's listing of the start (AtStart: -2), and its fetches, work.
+	own := cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.ListOffsets}, Topic: state, Partitions: []int32{p},
+		Err: kerr.LeaderNotAvailable, Count: -1, When: func(req kmsg.Request) bool {
+			for _, tp := range req.(*kmsg.ListOffsetsRequest).Topics {
+				for _, pp := range tp.Partitions {
+					if pp.Partition == p && pp.Timestamp == -1 {
+						return true
+					}
+				}
+			}
+			return false
+		}})
+	defer own.Remove()
+	produce := addPartitions(t, cluster, 4)
+	produce(in(kafkatest.StateRecord(t, lock, 2), 4))
+	require.Eventually(t, func() bool { return own.Hits() > 0 }, 5*time.Second, 10*time.Millisecond)
+	release()
+	select {
+	case lr := <-ch:
+		t.Logf("first delivered: revision %d (%s); listing attempts %d", lr.Revision, lr.Status, own.Hits())
+		require.EqualValues(t, 2, lr.Revision, "the record of the new partition, fetchable all along, was not read while the listing was pending")
+	case <-ctx.Done():
+		t.Fatal("never delivered")
+	}
+}
