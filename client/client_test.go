@@ -1267,8 +1267,7 @@ func TestNewWithoutTheRightToCreateTopics(t *testing.T) {
 // lease would be held for nobody until it ran out. The query names every
 // holder: of a shared lock, the given-up lease may not be the newest.
 func TestGivenUpGrantReleasedUnderRequireFencingToken(t *testing.T) {
-	e := e2e.New(t)
-	e.StartWorker(e2e.WorkerOpts{Name: "fenced", RequireFencingToken: true})
+	e := fencedWorker(t)
 	// With room for each round trip of the withdrawal (ReplyTimeout bounds
 	// each): the relay's producer recovers from the lost record's sequence
 	// gap first, which takes seconds on kfake.

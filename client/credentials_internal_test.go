@@ -516,42 +516,18 @@ func TestTokenFileReadAgainWhenItChanges(t *testing.T) {
 		require.NoError(t, err)
 		return tok
 	}
-	valid := func(sub string, exp time.Time) string { return sign(jwt.MapClaims{"sub": sub, "exp": exp.Unix()}) }
-
-	// As Kubernetes mounts the token: token -> ..data/token, ..data -> ..N,
-	// which a renewal swaps for a new directory.
-	dir := t.TempDir()
-	version := 0
-	renew := func(content *string) {
-		version++
-		v := fmt.Sprintf("..%d", version)
-		require.NoError(t, os.Mkdir(filepath.Join(dir, v), 0o700))
-		if content != nil {
-			require.NoError(t, os.WriteFile(filepath.Join(dir, v, "token"), []byte(*content), 0o600))
-		}
-		require.NoError(t, os.Symlink(v, filepath.Join(dir, "..data_tmp")))
-		require.NoError(t, os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
-	}
-	first := valid("billing", start.Add(time.Minute))
-	renew(&first)
-	require.NoError(t, os.Symlink(filepath.Join("..data", "token"), filepath.Join(dir, "token")))
-	t.Setenv(EnvTokenFile, filepath.Join(dir, "token"))
+	first := billingToken(t, start.Add(time.Minute))
+	p := mountProjected(t, projected{}, first)
 	c, err := loadCredentials(Config{})
 	require.NoError(t, err)
 	at := func(now time.Time) { c.now = func() time.Time { return now } }
-	sent := func() string {
-		t.Helper()
-		tok, err := c.token()
-		require.NoError(t, err)
-		return strings.TrimPrefix(tok, "Bearer ")
-	}
-	require.Equal(t, first, sent())
+	require.Equal(t, first, tokenSent(t, c))
 
-	second := valid("billing", start.Add(time.Hour))
-	renew(&second)
-	require.Equal(t, first, sent(), "just written: the valid token held is kept until the file settles")
+	second := billingToken(t, start.Add(time.Hour))
+	p.swap(&second)
+	require.Equal(t, first, tokenSent(t, c), "just written: the valid token held is kept until the file settles")
 	settle(c)
-	require.Equal(t, second, sent(), "taken once the file has settled, before the first expires")
+	require.Equal(t, second, tokenSent(t, c), "taken once the file has settled, before the first expires")
 
 	for name, content := range map[string]*string{
 		"no file":       nil,
@@ -559,12 +535,12 @@ func TestTokenFileReadAgainWhenItChanges(t *testing.T) {
 		"not a JWT":     new("garbage"),
 		"no exp":        new(sign(jwt.MapClaims{"sub": "billing"})),
 		"claims":        new(sign(jwt.MapClaims{"sub": "billing", "exp": start.Add(3 * time.Hour).Unix(), "ADMIN": true})),
-		"another sub":   new(valid("payments", start.Add(3*time.Hour))),
+		"another sub":   new(sign(jwt.MapClaims{"sub": "payments", "exp": start.Add(3 * time.Hour).Unix()})),
 		"over the size": new(sign(jwt.MapClaims{"sub": "billing", "exp": start.Add(3 * time.Hour).Unix(), "pad": strings.Repeat("p", topics.MaxTokenBytes)})),
 	} {
-		renew(content)
+		p.swap(content)
 		settle(c)
-		require.Equal(t, second, sent(), "%s: the token held is kept", name)
+		require.Equal(t, second, tokenSent(t, c), "%s: the token held is kept", name)
 		at(start.Add(2 * time.Hour))
 		_, err := c.token()
 		require.ErrorIs(t, err, ErrUnauthenticated, name)
@@ -574,12 +550,56 @@ func TestTokenFileReadAgainWhenItChanges(t *testing.T) {
 			require.NotContains(t, err.Error(), strings.TrimSpace(*content), "%s: the token is not told", name)
 		}
 	}
-	third := valid("billing", start.Add(3*time.Hour))
-	renew(&third)
-	require.Equal(t, third, sent(), "a valid one is taken again")
+	third := billingToken(t, start.Add(3*time.Hour))
+	p.swap(&third)
+	require.Equal(t, third, tokenSent(t, c), "a valid one is taken again")
 	at(start.Add(4 * time.Hour))
 	_, err = c.token()
 	require.ErrorContains(t, err, "expired at "+start.Add(3*time.Hour).Format(time.RFC3339)+", and LOCKWORKER_TOKEN_FILE holds no newer one")
+}
+
+// projected is a token file as Kubernetes mounts it (AtomicWriter):
+// token -> ..data/token, ..data -> ..N, which a renewal swaps for a new
+// directory.
+type projected struct {
+	t       *testing.T
+	dir     string
+	file    string // the token's path, at LOCKWORKER_TOKEN_FILE
+	version int
+	mtime   time.Time // the tokens' mtime, as a writer keeping mtimes (tar, cp -p, rsync -t) sets it; zero: left as written
+	prune   bool      // each old directory removed after its swap, as kubelet does
+}
+
+// mountProjected mounts first in p's layout at LOCKWORKER_TOKEN_FILE.
+func mountProjected(t *testing.T, p projected, first string) *projected {
+	t.Helper()
+	p.t, p.dir = t, t.TempDir()
+	p.file = filepath.Join(p.dir, "token")
+	p.swap(&first)
+	require.NoError(t, os.Symlink(filepath.Join("..data", "token"), p.file))
+	t.Setenv(EnvTokenFile, p.file)
+	return &p
+}
+
+// swap renews the token: content (no file when nil) in a new directory,
+// ..data swapped to it.
+func (p *projected) swap(content *string) {
+	p.t.Helper()
+	p.version++
+	v := fmt.Sprintf("..%d", p.version)
+	require.NoError(p.t, os.Mkdir(filepath.Join(p.dir, v), 0o700))
+	if content != nil {
+		f := filepath.Join(p.dir, v, "token")
+		require.NoError(p.t, os.WriteFile(f, []byte(*content), 0o600))
+		if !p.mtime.IsZero() {
+			require.NoError(p.t, os.Chtimes(f, p.mtime, p.mtime))
+		}
+	}
+	require.NoError(p.t, os.Symlink(v, filepath.Join(p.dir, "..data_tmp")))
+	require.NoError(p.t, os.Rename(filepath.Join(p.dir, "..data_tmp"), filepath.Join(p.dir, "..data")))
+	if p.prune && p.version > 1 {
+		require.NoError(p.t, os.RemoveAll(filepath.Join(p.dir, fmt.Sprintf("..%d", p.version-1))))
+	}
 }
 
 // billingToken is a token of billing expiring at exp, signed with the
@@ -665,36 +685,17 @@ func TestTokenFileRewrittenInPlace(t *testing.T) {
 // inode at once), which only its change time tells apart.
 func TestTokenFileRenewedInAReusedInode(t *testing.T) {
 	clearCredentialsEnv(t)
-	dir := t.TempDir()
-	mtime := time.Now().Add(-time.Hour)
-	version := 0
-	swap := func(tok string) {
-		version++
-		v := fmt.Sprintf("..%d", version)
-		require.NoError(t, os.Mkdir(filepath.Join(dir, v), 0o700))
-		f := filepath.Join(dir, v, "token")
-		require.NoError(t, os.WriteFile(f, []byte(tok), 0o600))
-		require.NoError(t, os.Chtimes(f, mtime, mtime))
-		require.NoError(t, os.Symlink(v, filepath.Join(dir, "..data_tmp")))
-		require.NoError(t, os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
-		if version > 1 {
-			require.NoError(t, os.RemoveAll(filepath.Join(dir, fmt.Sprintf("..%d", version-1))))
-		}
-	}
 	start := time.Now()
 	first, second, third := billingToken(t, start.Add(time.Hour)), billingToken(t, start.Add(2*time.Hour)), billingToken(t, start.Add(3*time.Hour))
-	swap(first)
-	file := filepath.Join(dir, "token")
-	require.NoError(t, os.Symlink(filepath.Join("..data", "token"), file))
-	t.Setenv(EnvTokenFile, file)
+	p := mountProjected(t, projected{mtime: start.Add(-time.Hour), prune: true}, first)
 	c, err := loadCredentials(Config{})
 	require.NoError(t, err)
 	settle(c)
 	require.Equal(t, first, tokenSent(t, c))
 
-	awaitFileClockPast(t, file)
-	swap(second) // missed
-	swap(third)
+	awaitFileClockPast(t, p.file)
+	p.swap(&second) // missed
+	p.swap(&third)
 	require.Equal(t, third, tokenSent(t, c))
 }
 

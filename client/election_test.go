@@ -101,22 +101,11 @@ func TestElectionLeadershipMoves(t *testing.T) {
 	assert.Equal(t, la.Owner, ld.Owner)
 	assert.Equal(t, name, ld.Name)
 
-	campaign := func(cl *client.Client, value string) (<-chan *client.Leadership, int) {
-		queued := make(chan int, 1)
-		won := make(chan *client.Leadership, 1)
-		go func() {
-			// 3 s too: a waiting candidate's session lives by keep-alives
-			// as a leader does, and one of a 1 s TTL missed on a loaded box
-			// loses its place in line.
-			l, err := client.NewElection(cl, name).Campaign(ctx, value, client.WithLease(3*lease),
-				client.OnQueued(func(p int) { queued <- p }))
-			assert.NoError(t, err)
-			won <- l
-		}()
-		return won, <-queued
-	}
-	wonB, posB := campaign(b, "b")
-	wonC, posC := campaign(c, "c")
+	// 3 s too: a waiting candidate's session lives by keep-alives as a
+	// leader does, and one of a 1 s TTL missed on a loaded box loses its
+	// place in line.
+	posB, _, wonB := campaignInLine(t, ctx, b, name, "b", client.WithLease(3*lease))
+	posC, _, wonC := campaignInLine(t, ctx, c, name, "c", client.WithLease(3*lease))
 	assert.Equal(t, []int{1, 2}, []int{posB, posC}, "candidates wait in line")
 	obs.waitToken(t, la.Token)
 
@@ -127,8 +116,7 @@ func TestElectionLeadershipMoves(t *testing.T) {
 		li := r.Event.LockInfo
 		return li != nil && li.LockName == name && li.FencingToken == la.Token
 	}).Event.OccurredAt.Time
-	lb := <-wonB
-	require.NotNil(t, lb)
+	lb := leads(t, wonB)
 	terms = append(terms, term{who: "b", token: lb.Token, start: lb.Info().AcquiredAt.Time})
 	obs.waitToken(t, lb.Token)
 
@@ -136,8 +124,7 @@ func TestElectionLeadershipMoves(t *testing.T) {
 	expired := env.For(t).Watch(env.Names.Expired)
 	died := time.Now()
 	require.NoError(t, b.Close())
-	lc := <-wonC
-	require.NotNil(t, lc)
+	lc := leads(t, wonC)
 	terms = append(terms, term{who: "c", token: lc.Token, start: lc.Info().AcquiredAt.Time})
 	t.Logf("c leads %s after b died (lease %s)", time.Since(died).Round(time.Millisecond), 3*lease)
 	// A dead leader is replaced once its lease ends: on the database's
@@ -273,27 +260,13 @@ func TestElectionUnhappyPaths(t *testing.T) {
 	t.Run("a leader that campaigns again waits behind itself", func(t *testing.T) {
 		first, err := e.Campaign(ctx, "v1")
 		require.NoError(t, err)
-		type won struct {
-			ld  *client.Leadership
-			err error
-		}
-		queued, done := make(chan int, 1), make(chan won, 1)
-		go func() {
-			ld, err := e.Campaign(ctx, "v2", client.OnQueued(func(p int) { queued <- p }))
-			done <- won{ld, err}
-		}()
-		select {
-		case p := <-queued:
-			assert.Equal(t, 1, p, "a new candidate, in line behind its own leadership")
-		case w := <-done:
-			t.Fatalf("the second campaign did not wait behind the first: %v", w.err)
-		}
+		p, _, done := campaignInLine(t, ctx, cl, name, "v2")
+		assert.Equal(t, 1, p, "a new candidate, in line behind its own leadership")
 		require.NoError(t, first.Resign(ctx))
-		w := <-done
-		require.NoError(t, w.err)
-		assert.Greater(t, w.ld.Token, first.Token, "a new leadership")
-		assert.Equal(t, "v2", w.ld.Value)
-		require.NoError(t, w.ld.Resign(ctx))
+		l := leads(t, done)
+		assert.Greater(t, l.Token, first.Token, "a new leadership")
+		assert.Equal(t, "v2", l.Value)
+		require.NoError(t, l.Resign(ctx))
 	})
 
 	t.Run("bad name", func(t *testing.T) {
@@ -306,14 +279,10 @@ func TestElectionUnhappyPaths(t *testing.T) {
 		require.NoError(t, err)
 		other := newClient(t, "elect-unhappy-other")
 		cctx, cancel := context.WithCancel(ctx)
-		queued, done := make(chan int, 1), make(chan error, 1)
-		go func() {
-			_, err := client.NewElection(other, name).Campaign(cctx, "quitter", client.OnQueued(func(p int) { queued <- p }))
-			done <- err
-		}()
-		require.Equal(t, 1, <-queued)
+		p, _, done := campaignInLine(t, cctx, other, name, "quitter")
+		require.Equal(t, 1, p)
 		cancel()
-		err = <-done
+		err = (<-done).err
 		assert.ErrorIs(t, err, context.Canceled)
 		assert.ErrorContains(t, err, "campaigning in election")
 
