@@ -62,7 +62,7 @@ type credentials struct {
 	mu     sync.Mutex
 	static string
 	claims jwt.RegisteredClaims // of static, read unverified: sub and exp
-	seen   string               // file's stamp when last read (tokenFileStat)
+	seen   string               // file's stamp when last read (secretfile.Stamp)
 	// fileErr is why file's new contents were not taken, nil when they
 	// were.
 	fileErr error
@@ -84,7 +84,7 @@ func loadCredentials(cfg Config) (*credentials, error) {
 			if file, err = filepath.Abs(f); err != nil {
 				return nil, fmt.Errorf("%s names a relative path, and the working directory cannot be found: %w", EnvTokenFile, err)
 			}
-			seen, _ = tokenFileStat(file, time.Now())
+			seen, _ = secretfile.Stamp(file, time.Now())
 			if token, err = readTokenFile(file); err != nil {
 				return nil, err
 			}
@@ -137,24 +137,6 @@ func readTokenFile(path string) (string, error) {
 		return "", fmt.Errorf("%s: the file it names holds no token (it is empty, or only spaces)", EnvTokenFile)
 	}
 	return token, nil
-}
-
-// tokenFileStat is the token file's change stamp (secretfile.ChangeStamp),
-// equal to a later one when the file did not change in between: "" when
-// it cannot tell, where the file system keeps no change time, while the
-// file changed within SettleTime (fresh), or when it cannot be stat'ed.
-// It follows symbolic links, which a Kubernetes volume swaps to renew its
-// files.
-func tokenFileStat(path string, now time.Time) (stamp string, fresh bool) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", false
-	}
-	stamp, changed, _ := secretfile.ChangeStamp(fi)
-	if changed.After(now.Add(-secretfile.SettleTime)) {
-		return "", true
-	}
-	return stamp, false
 }
 
 // parseToken reads a static token unverified, dropping its scheme: only the
@@ -299,7 +281,7 @@ func (c *credentials) token() (string, error) {
 // c.mu is held.
 func (c *credentials) reread() {
 	now := c.now()
-	stamp, fresh := tokenFileStat(c.file, now)
+	stamp, fresh := secretfile.Stamp(c.file, now)
 	if stamp != "" && stamp == c.seen {
 		return
 	}

@@ -476,7 +476,7 @@ func (v *Verifier) scan() ([]keyFile, string, error) {
 }
 
 // statStamp is a hash of the key files' names and of what stat says of
-// each (secretfile.ChangeStamp), taken without reading them, so that a
+// each (secretfile.Stamp), taken without reading them, so that a
 // check of unchanged files reads none. It is "" when it cannot be trusted, and
 // then every key file is read: where the change stamp is none, or while
 // any file changed within secretfile.SettleTime, as a write in the same
@@ -484,12 +484,8 @@ func (v *Verifier) scan() ([]keyFile, string, error) {
 func statStamp(files []keyFile, now time.Time) string {
 	h := sha256.New()
 	for _, f := range files {
-		fi, err := os.Stat(f.path)
-		if err != nil {
-			return ""
-		}
-		s, changed, ok := secretfile.ChangeStamp(fi)
-		if !ok || changed.After(now.Add(-secretfile.SettleTime)) {
+		s, _ := secretfile.Stamp(f.path, now)
+		if s == "" {
 			return ""
 		}
 		fmt.Fprintf(h, "%s %s\n", f.path, s)

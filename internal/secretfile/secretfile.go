@@ -21,6 +21,24 @@ const MaxBytes = 64 << 10
 // would leave the stamp as it was.
 const SettleTime = 2 * time.Second
 
+// Stamp is the ChangeStamp of the file at path (symbolic links followed,
+// as a Kubernetes volume swaps them to renew its files) as of now: equal to
+// a later one when the file did not change in between, and "" when that
+// cannot be told: the file cannot be stat'ed, its file system keeps no
+// change time, or it changed within SettleTime (fresh), when it may still
+// be being written.
+func Stamp(path string, now time.Time) (stamp string, fresh bool) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", false
+	}
+	stamp, changed, _ := ChangeStamp(fi)
+	if changed.After(now.Add(-SettleTime)) {
+		return "", true
+	}
+	return stamp, false
+}
+
 // Read reads the secret file at path (the workers' name_FILE
 // settings, an SDK's token or signing key file), at most
 // MaxBytes: a path that names something endless by mistake (a
