@@ -18,6 +18,22 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
+// watchHeld starts c's watch of lock with the cluster's first Fetch held,
+// so that a test can move the topic under a watch that has not caught up.
+// It returns once that Fetch is held, with the watch's context (ending
+// after d), its channel and the Fetch's release.
+func watchHeld(t *testing.T, cluster *kfake.Cluster, c *client.Client, lock string, d time.Duration, opts ...client.WatchOption) (context.Context, <-chan client.LockRevision, func()) {
+	t.Helper()
+	held, release := kafkatest.HoldFirst(cluster, kmsg.Fetch)
+	t.Cleanup(release)
+	ctx, cancel := context.WithTimeout(ctxT(t), d)
+	t.Cleanup(cancel)
+	ch, err := c.Watch(ctx, lock, opts...)
+	require.NoError(t, err)
+	<-held
+	return ctx, ch, release
+}
+
 // transactional is a producer to the lock state topic that writes in
 // transactions, as another producer may (a mirror with exactly-once, a
 // stream processor): each record to its Partition, each transaction's end
@@ -112,14 +128,7 @@ func TestWatchFollowsTheStateTopicCreatedAgainBeforeCaughtUp(t *testing.T) {
 			lock := "recreated-early"
 			state := topics.DefaultNames().State
 			cluster, _ := kafkatest.StateTopic(t, 1, in(kafkatest.StateRecord(t, lock, 3), 1))
-			held, release := kafkatest.HoldFirst(cluster, kmsg.Fetch)
-			defer release()
-			c := readOnly(t, cluster)
-			ctx, cancel := context.WithTimeout(ctxT(t), 10*time.Second)
-			defer cancel()
-			ch, err := c.Watch(ctx, lock)
-			require.NoError(t, err)
-			<-held
+			ctx, ch, release := watchHeld(t, cluster, readOnly(t, cluster), lock, 10*time.Second)
 
 			kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(state))
 			require.NoError(t, err)
@@ -158,14 +167,7 @@ func TestWatchMovesToTheKeysNewPartitionBeforeCaughtUp(t *testing.T) {
 	client.SetPartitionCheck(t, 50*time.Millisecond)
 	lock := movedKeys(t, 1, 2, 4)[0]
 	cluster, _ := kafkatest.StateTopic(t, 2, in(kafkatest.StateRecord(t, lock, 1), 2))
-	held, release := kafkatest.HoldFirst(cluster, kmsg.Fetch)
-	defer release()
-	c := readOnly(t, cluster)
-	ctx, cancel := context.WithTimeout(ctxT(t), 10*time.Second)
-	defer cancel()
-	ch, err := c.Watch(ctx, lock)
-	require.NoError(t, err)
-	<-held
+	ctx, ch, release := watchHeld(t, cluster, readOnly(t, cluster), lock, 10*time.Second)
 	listed := make(chan struct{}, 1)
 	cluster.ControlKey(int16(kmsg.ListOffsets), func(kmsg.Request) (kmsg.Response, error, bool) {
 		cluster.KeepControl()
@@ -200,15 +202,8 @@ func TestWatchMovedBeforeCaughtUpRetriesListingTheKeysPartitionOnly(t *testing.T
 	lock := movedKeys(t, 1, 2, 4)[0]
 	p := kafkatest.KeyPartition(lock, 4)
 	cluster, _ := kafkatest.StateTopic(t, 2, in(kafkatest.StateRecord(t, lock, 1), 2))
-	held, release := kafkatest.HoldFirst(cluster, kmsg.Fetch)
-	defer release()
-	c := readOnly(t, cluster)
-	ctx, cancel := context.WithTimeout(ctxT(t), 10*time.Second)
-	defer cancel()
 	told := make(toldErrors, 10)
-	ch, err := c.Watch(ctx, lock, told.opt())
-	require.NoError(t, err)
-	<-held
+	ctx, ch, release := watchHeld(t, cluster, readOnly(t, cluster), lock, 10*time.Second, told.opt())
 	noLeader := func(parts ...int32) *kfake.FaultHandle {
 		return cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.ListOffsets}, Topic: state, Partitions: parts,
 			Err: kerr.LeaderNotAvailable, Count: -1})
@@ -264,16 +259,10 @@ func TestWatchReadsWhileRetryingTheListingOfItsNewPartition(t *testing.T) {
 	lock := movedKeys(t, 1, 2, 4)[0]
 	p := kafkatest.KeyPartition(lock, 4)
 	cluster, _ := kafkatest.StateTopic(t, 2, in(kafkatest.StateRecord(t, lock, 1), 2))
-	held, release := kafkatest.HoldFirst(cluster, kmsg.Fetch)
-	defer release()
 	c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true, RequestTimeout: 3 * time.Second})
 	require.NoError(t, err)
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctxT(t), 20*time.Second)
-	defer cancel()
-	ch, err := c.Watch(ctx, lock)
-	require.NoError(t, err)
-	<-held
+	ctx, ch, release := watchHeld(t, cluster, c, lock, 20*time.Second)
 	// Only the watch's own listing of the end (timestamp -1) fails; the
 	// consumer's listing of the start (AtStart: -2), and its fetches, work.
 	own := cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.ListOffsets}, Topic: state, Partitions: []int32{p},
