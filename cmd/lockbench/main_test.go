@@ -102,6 +102,13 @@ func runFlags(t *testing.T, args ...string) (*Report, *Config) {
 	t.Helper()
 	cfg, err := parseFlags(args, &bytes.Buffer{})
 	require.NoError(t, err)
+	return runConfig(t, cfg), cfg
+}
+
+// runConfig runs cfg against the test database for at most two minutes,
+// logging its progress, and returns its report.
+func runConfig(t *testing.T, cfg *Config) *Report {
+	t.Helper()
 	testdb.Require(t) // no PostgreSQL: fail saying how to provide one
 	cfg.DatabaseURL = testdb.URL()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -110,7 +117,7 @@ func runFlags(t *testing.T, args ...string) (*Report, *Config) {
 	rep, err := run(ctx, cfg, &progress)
 	t.Log(progress.String())
 	require.NoError(t, err)
-	return rep, cfg
+	return rep
 }
 
 func TestParseScenarios(t *testing.T) {
@@ -415,15 +422,8 @@ func TestParseFlagsNumbersOutOfRange(t *testing.T) {
 func TestLatencyWindowNothingSent(t *testing.T) {
 	cfg, err := parseFlags([]string{"--scenario", "latency", "--broker-memory", "--warmup", "0"}, &bytes.Buffer{})
 	require.NoError(t, err)
-	testdb.Require(t) // no PostgreSQL: fail saying how to provide one
-	cfg.DatabaseURL = testdb.URL()
 	cfg.LatencyDuration = time.Millisecond // one command at 1,000/s, no pair
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var progress bytes.Buffer
-	rep, err := run(ctx, cfg, &progress)
-	t.Log(progress.String())
-	require.NoError(t, err)
+	rep := runConfig(t, cfg)
 	require.NotNil(t, rep.Latency)
 	require.Zero(t, rep.Latency.Sent)
 	require.Less(t, rep.Latency.CPU.Seconds, 60.0, "the window is the run's, not since the epoch")
