@@ -293,10 +293,7 @@ func refusedFromEveryPlace(t *testing.T, token, want string) {
 // dropped unanswered (ErrNoReply).
 func TestNewRefusesARequesterTheWorkersRefuseAsSub(t *testing.T) {
 	clearCredentialsEnv(t)
-	secret := filepath.Join(t.TempDir(), "secret")
-	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("s", 32)), 0o600))
-	v, err := auth.NewVerifier(auth.Config{HMACKeyFile: secret})
-	require.NoError(t, err)
+	secret, v := workersHMAC(t)
 	longest, over := strings.Repeat("n", topics.MaxSubjectBytes), strings.Repeat("n", topics.MaxSubjectBytes+1)
 	require.True(t, topics.ValidTopicName(topics.DefaultNames().ReplyTopic(over)), "its reply topic is valid: only the sub rule refuses it")
 
@@ -312,7 +309,7 @@ func TestNewRefusesARequesterTheWorkersRefuseAsSub(t *testing.T) {
 	require.ErrorContains(t, newRefused(t, Config{SigningKeyFile: secret, Requester: over}), "sub is longer than 200 bytes")
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
-	_, err = New(ctx, Config{Brokers: []string{"127.0.0.1:1"}, SigningKeyFile: secret, Requester: longest})
+	_, err := New(ctx, Config{Brokers: []string{"127.0.0.1:1"}, SigningKeyFile: secret, Requester: longest})
 	require.ErrorIs(t, err, ErrUnreachable, "the longest sub is taken")
 
 	for name, claims := range map[string]jwt.MapClaims{
@@ -394,10 +391,7 @@ func TestReadOnlyTakesATokenTheWorkersWouldRefuse(t *testing.T) {
 // without reading its claims.
 func TestNewRefusesATokenWhoseClaimsTheWorkersRefuse(t *testing.T) {
 	clearCredentialsEnv(t)
-	secret := filepath.Join(t.TempDir(), "secret")
-	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("s", 32)), 0o600))
-	v, err := auth.NewVerifier(auth.Config{HMACKeyFile: secret})
-	require.NoError(t, err)
+	_, v := workersHMAC(t)
 	token := func(members string) string {
 		seg := base64.RawURLEncoding.EncodeToString
 		signing := seg([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." +
@@ -440,7 +434,7 @@ func TestNewRefusesATokenWhoseClaimsTheWorkersRefuse(t *testing.T) {
 		require.Equal(t, r.Name, c.subject(), members)
 	}
 
-	err = newRefused(t, Config{Token: token(`,"ADMIN":true`)})
+	err := newRefused(t, Config{Token: token(`,"ADMIN":true`)})
 	require.ErrorIs(t, err, ErrUnauthenticated)
 	require.ErrorContains(t, err, `the workers refuse the token's claims: claim "ADMIN" is not "admin"`)
 }
@@ -486,10 +480,7 @@ func TestSignedTokensHaveTheWorkersShape(t *testing.T) {
 // after RequestTimeout (ErrNoReply).
 func TestNewRefusesAStaticTokenWithoutExp(t *testing.T) {
 	clearCredentialsEnv(t)
-	secret := filepath.Join(t.TempDir(), "secret")
-	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("s", 32)), 0o600))
-	v, err := auth.NewVerifier(auth.Config{HMACKeyFile: secret})
-	require.NoError(t, err)
+	_, v := workersHMAC(t)
 	noExp, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "billing"}).SignedString([]byte(strings.Repeat("s", 32)))
 	require.NoError(t, err)
 	_, err = v.Verify(noExp)
@@ -763,4 +754,15 @@ func TestRelativeTokenFileReadAgainAfterChdir(t *testing.T) {
 	t.Chdir(gone)
 	require.NoError(t, os.Remove(gone))
 	require.ErrorContains(t, newRefused(t, Config{}), "LOCKWORKER_TOKEN_FILE names a relative path, and the working directory cannot be found: ")
+}
+
+// workersHMAC writes an HMAC secret of 32 bytes ("s" each) to a file and
+// returns its path and the workers' verifier of tokens signed with it.
+func workersHMAC(t *testing.T) (string, *auth.Verifier) {
+	t.Helper()
+	secret := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("s", 32)), 0o600))
+	v, err := auth.NewVerifier(auth.Config{HMACKeyFile: secret})
+	require.NoError(t, err)
+	return secret, v
 }
