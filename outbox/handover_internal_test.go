@@ -36,16 +36,8 @@ func TestHandOverLetsGoOfTheCallsStillRunning(t *testing.T) {
 			require.NoError(t, err)
 			_, err = st.Pool.Exec(context.Background(), `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 't', 'v')`)
 			require.NoError(t, err)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- r.Run(ctx, 0) }()
-			<-started
-			cancel()
-			require.NoError(t, <-done)
-			p := r.part(0)
-			p.left.mu.Lock()
-			defer p.left.mu.Unlock()
-			require.Empty(t, p.left.late, "calls left behind, and their rows, held after Run returned")
+			runUntilPublishing(t, r, started)
+			require.Zero(t, lateCalls(r), "calls left behind, and their rows, held after Run returned")
 		})
 	}
 }
@@ -70,27 +62,39 @@ func TestHandOverLeavesNoCallToTheNextRun(t *testing.T) {
 	}
 	leaked := 0
 	for iter := range 30 {
+		runUntilPublishing(t, r, started)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- r.Run(ctx, 0) }()
-		<-started
-		cancel()
-		require.NoError(t, <-done)
-		ctx2, cancel2 := context.WithCancel(context.Background())
-		go func() { done <- r.Run(ctx2, 0) }()
 		// An absence: give the first Run's stray calls (started as its
 		// publishes returned on its end) time to be left.
 		time.Sleep(20 * time.Millisecond)
-		p := r.part(0)
-		p.left.mu.Lock()
-		n := len(p.left.late)
-		p.left.mu.Unlock()
-		if n > 0 {
+		if n := lateCalls(r); n > 0 {
 			leaked++
 			t.Logf("iter %d: %d calls of the Run before in the new Run's list", iter, n)
 		}
-		cancel2()
+		cancel()
 		<-done
 	}
 	require.Zero(t, leaked, "calls of a Run that returned held in the next Run's")
+}
+
+// runUntilPublishing runs r's partition 0 until a publish of it started,
+// then ends the Run, and returns once it has.
+func runUntilPublishing(t *testing.T, r *Relay, started <-chan struct{}) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, 0) }()
+	<-started
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// lateCalls is how many calls left behind partition 0 holds the answers of.
+func lateCalls(r *Relay) int {
+	p := r.part(0)
+	p.left.mu.Lock()
+	defer p.left.mu.Unlock()
+	return len(p.left.late)
 }
