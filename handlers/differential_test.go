@@ -1439,12 +1439,12 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 			case topics.OpQuery:
 				m := mem[c.LockName]
 				l := m.Lock("", now, next)
-				ev := modelEvent(topics.TypeStatus, c.Operation, c.RequestID, c.LockName, l.Info())
+				ev := modelEvent(topics.TypeStatus, c.Operation, c.RequestID, c.LockName, l.ReadInfo())
 				ev.LockInfo.Revision = revs[c.LockName]
 				ev.LockInfo.HolderCount = len(l.Holders)
 				for _, h := range l.Holders {
 					status := topics.StatusAcquired
-					if !h.Live(now) {
+					if !h.Lasts(now) {
 						status = topics.StatusExpired
 					}
 					ev.LockInfo.Holders = append(ev.LockInfo.Holders, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), Status: status, FencingToken: h.Token,

@@ -4,13 +4,15 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/omninode/lockworker/handlers/rules"
 	"github.com/omninode/lockworker/topics"
 )
 
 // query reports a lock without changing it: free when there is no row, a
-// lease past expires_at as expired even before anyone has ended it, with
+// lease past expires_at as expired even before anyone has ended it (a
+// session's past its session's expiry too: rules.Holder.Lasts), with
 // the lock-delay that ending it starts (rules.Lock.SettledDelay), and
 // every holder (the first topics.MaxHoldersShown, within
 // topics.MaxHoldersBytes; it reads them all, as a command does:
@@ -59,10 +61,11 @@ func (a *applier) query(ctx context.Context) error {
 	if len(hs) > 0 {
 		l.Holders = hs
 	}
-	p := a.event(topics.TypeStatus, r, l.Info())
-	p.ev.LockInfo.HolderCount, p.ev.LockInfo.Holders = len(l.Holders), holderList(l, topics.MaxHoldersShown)
+	p := a.event(topics.TypeStatus, r, l.ReadInfo())
+	p.ev.LockInfo.HolderCount, p.ev.LockInfo.Holders = len(l.Holders), listHolders(l, topics.MaxHoldersShown, rules.Holder.Lasts)
 	// A lease past its expiry shows expired, so the lock-delay its end
-	// starts shows too: the next command settles it before deciding.
+	// starts shows too: the next command settles it before deciding (a
+	// session's, its session's end), the delay running from the expiry.
 	if d := l.SettledDelay(); d.After(l.Now) {
 		p.ev.LockInfo.DelayUntil = topics.NewTimePtr(d)
 	}
@@ -84,15 +87,22 @@ const queryLockSQL = `SELECT l.*, h.* FROM (SELECT ` + lockCols + ` FROM locks W
 // holderCols (holderDest) and grant_order.
 var holderColumns = len(holderDest(&rules.Holder{})) + 1
 
-// holderList is lock_info.holders: the first limit holders in grant
-// order, as many as fit in topics.MaxHoldersBytes, each expired when past
-// its expiry.
+// holderList is the lock state topic's holders (state): a session's lease
+// acquired until its session ends (rules.Holder.Live), which the topic's
+// readers judge by its session_id.
 func holderList(l *rules.Lock, limit int) []topics.Holder {
+	return listHolders(l, limit, rules.Holder.Live)
+}
+
+// listHolders is lock_info.holders: the first limit holders in grant
+// order, as many as fit in topics.MaxHoldersBytes, each expired unless
+// live.
+func listHolders(l *rules.Lock, limit int, live func(rules.Holder, time.Time) bool) []topics.Holder {
 	var hs []topics.Holder
 	size := 0
 	for _, h := range l.Holders[:min(len(l.Holders), limit)] {
 		status := topics.StatusAcquired
-		if !h.Live(l.Now) {
+		if !live(h, l.Now) {
 			status = topics.StatusExpired
 		}
 		th := topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), Status: status, FencingToken: h.Token,

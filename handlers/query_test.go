@@ -127,6 +127,31 @@ func TestQuery(t *testing.T) {
 		require.Equal(t, q.DelayUntil, settled.DelayUntil)
 	})
 
+	// A session's lease has ended with its session once that is past its
+	// expiry, before anything ends the session: query shows it as the
+	// session's end will leave it, expired, with its lock-delay from the
+	// session's expiry.
+	t.Run("a session's lease past its session's expiry: expired, with the lock-delay it starts", func(t *testing.T) {
+		require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "sam", ttl(60))).Type)
+		require.Equal(t, topics.TypeAcquired, h.one(h.acquire("s", "sam", inSession("s"), lockDelay(30))).Type)
+		expiry := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's' RETURNING expires_at`)
+		h.waitPast(expiry)
+		before := h.locksRows()
+
+		q := h.one(h.query("s")).LockInfo
+		require.Equal(t, topics.StatusExpired, q.Status)
+		require.Equal(t, "sam", q.OwnerID)
+		require.Equal(t, topics.StatusExpired, q.Holders[0].Status)
+		require.Equal(t, expiry, q.Holders[0].ExpiresAt.Time)
+		require.NotNil(t, q.DelayUntil, "the lock-delay sam's lease started at its session's expiry")
+		require.Equal(t, expiry.Add(30*time.Second), q.DelayUntil.Time)
+		require.Equal(t, before, h.locksRows(), "query is read-only")
+
+		_, evs := h.expireDueEvents()
+		require.Len(t, find(evs, topics.TypeSessionExpired), 1)
+		require.Equal(t, q.DelayUntil.Time, h.delayUntil("s"), "what the session's end left")
+	})
+
 	t.Run("without reply_to: no outbox row, outcome still stored", func(t *testing.T) {
 		h.clearOutbox()
 		cmd := h.query("a")

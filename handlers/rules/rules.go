@@ -371,14 +371,22 @@ func (l *Lock) compatible(mode Mode) bool {
 }
 
 // Info is the lock as it is now: its newest lease in force, or the lease
-// that ended last, or free. A lease past its expiry shows as expired.
-func (l *Lock) Info() Info {
+// that ended last, or free. A lease past its expiry shows as expired, a
+// session's once its session has ended (Live).
+func (l *Lock) Info() Info { return l.info(Holder.Live) }
+
+// ReadInfo is Info as a read (query) shows it: a session's lease past its
+// session's expiry shows as expired too (Lasts).
+func (l *Lock) ReadInfo() Info { return l.info(Holder.Lasts) }
+
+// info is Info, with the newest lease expired unless live.
+func (l *Lock) info(live func(Holder, time.Time) bool) Info {
 	in := Info{Acquisitions: l.Acquisitions, Limit: l.Limit, Holders: len(l.Holders), Status: Free}
 	switch {
 	case len(l.Holders) > 0:
 		in.Holder = l.Holders[len(l.Holders)-1]
 		in.Status = Acquired
-		if !in.Holder.Live(l.Now) {
+		if !live(in.Holder, l.Now) {
 			in.Status = Expired
 		}
 	case l.Ended != nil:
@@ -413,23 +421,30 @@ func (l *Lock) settleExpired() (effs []Effect, ended []string) {
 	return effs, ended
 }
 
-// SettledDelay is DelayUntil as Settle would leave it, without changing the
-// lock: with the lock-delays that the leases past their expiry (never a
-// session's: Live) start as it ends them (noteEnd, on a copy). A time not
-// after Now means no lock-delay.
+// SettledDelay is DelayUntil as ending the leases past their expiry would
+// leave it, without changing the lock: with the lock-delays they start as
+// they are ended (noteEnd, on a copy), by Settle, or, a session's, by its
+// session's end (Lasts). A time not after Now means no lock-delay.
 func (l *Lock) SettledDelay() time.Time {
 	c := *l
 	for _, h := range l.Holders {
-		if !h.Live(l.Now) {
+		if !h.Lasts(l.Now) {
 			c.noteEnd(h, Expired)
 		}
 	}
 	return c.DelayUntil
 }
 
-// Live reports whether the lease is in force at now: a session's lease is
-// until its session ends, whatever the time.
-func (h Holder) Live(now time.Time) bool { return h.Session != "" || h.ExpiresAt.After(now) }
+// Live reports whether the lease is in force at now as Settle sees it: a
+// session's lease is until its session ends, whatever the time.
+func (h Holder) Live(now time.Time) bool { return h.Session != "" || h.Lasts(now) }
+
+// Lasts reports whether the lease runs past now: whether its expiry (a
+// session's lease's is its session's, as loaded) is after now. A session's
+// lease that does not has ended with its session, though nothing may have
+// ended the session yet (lapsed): a read shows it expired (ReadInfo,
+// SettledDelay).
+func (h Holder) Lasts(now time.Time) bool { return h.ExpiresAt.After(now) }
 
 // EndLease ends the lease of Holders[i], which ended as s, and returns it:
 // it becomes the lease that ended last. Every end but its holder's own
@@ -771,7 +786,7 @@ func (l *Lock) Acquire(r Request) []Effect {
 // may commit its new expiry after the old one, and the lease then lives
 // on, showing that expiry, if Now has not passed it.
 func (l *Lock) lapsed(owner string) []Effect {
-	return l.loseLapsed(func(h *Holder) bool { return h.Owner == owner && h.Session != "" && !h.ExpiresAt.After(l.Now) })
+	return l.loseLapsed(func(h *Holder) bool { return h.Owner == owner && h.Session != "" && !h.Lasts(l.Now) })
 }
 
 // loseLapsed ends the leases that lapsed picks, each of a session past its

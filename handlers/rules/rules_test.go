@@ -850,8 +850,9 @@ func TestRetryAfterCostAtTheMaximumLimit(t *testing.T) {
 }
 
 // SettledDelay, which query shows, is the lock-delay that settling the lock
-// leaves: with the delays that leases past their expiry start, from their
-// expires_at, and none from a session's lease or a lease in force.
+// and ending its sessions past their expiry leave: with the delays that
+// leases past their expiry start, from their expires_at (a session's
+// lease's, its session's), and none from a lease in force.
 func TestSettledDelayIsSettles(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(s float64) time.Time { return now.Add(seconds(s)) }
@@ -861,6 +862,13 @@ func TestSettledDelayIsSettles(t *testing.T) {
 	settled := func(l Lock) time.Time {
 		l.Holders = slices.Clone(l.Holders)
 		l.Settle()
+		var lapsed []string
+		for _, h := range l.Holders {
+			if !h.Lasts(l.Now) {
+				lapsed = append(lapsed, h.Session)
+			}
+		}
+		l.EndSessions(lapsed, nil, ReasonSessionExpired)
 		return l.DelayUntil
 	}
 	check := func(l Lock) time.Time {
@@ -872,8 +880,10 @@ func TestSettledDelayIsSettles(t *testing.T) {
 		}
 		return got
 	}
-	session := lease(-60, -1, 30)
-	session.Session = "s"
+	inSession := func(h Holder) Holder {
+		h.Session = "s"
+		return h
+	}
 	for _, c := range []struct {
 		name  string
 		lock  Lock
@@ -882,7 +892,8 @@ func TestSettledDelayIsSettles(t *testing.T) {
 		{"expired lease with a lock-delay: from its expires_at", Lock{Holders: []Holder{lease(-60, -1, 30)}}, at(29)},
 		{"its delay passed already", Lock{Holders: []Holder{lease(-60, -31, 30)}}, time.Time{}},
 		{"expired lease without lock-delay", Lock{Holders: []Holder{lease(-60, -1, 0)}}, time.Time{}},
-		{"a session's lease", Lock{Holders: []Holder{session}}, time.Time{}},
+		{"a session's lease past its session's expiry: from that expiry", Lock{Holders: []Holder{inSession(lease(-60, -1, 30))}}, at(29)},
+		{"a session's lease in force", Lock{Holders: []Holder{inSession(lease(-60, 10, 30))}}, time.Time{}},
 		{"lease in force with a lock-delay", Lock{Holders: []Holder{lease(-60, 10, 30)}}, time.Time{}},
 		{"a longer delay in force", Lock{Holders: []Holder{lease(-60, -1, 30)}, DelayUntil: at(40)}, at(40)},
 		{"a shorter delay in force", Lock{Holders: []Holder{lease(-60, -1, 30)}, DelayUntil: at(5)}, at(29)},
@@ -914,7 +925,7 @@ func TestSettledDelayIsSettles(t *testing.T) {
 					h.LockDelay = float64(r.IntN(30000)) / 1000
 				}
 				if r.IntN(4) == 0 {
-					h.Session = "s"
+					h.Session = fmt.Sprintf("s%d", i) // its expiry is its session's
 				}
 				l.Holders = append(l.Holders, h)
 			}
