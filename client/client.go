@@ -34,6 +34,10 @@ type Client struct {
 	prod       *kgo.Client
 	ownProd    bool
 	cons       *kgo.Client
+	// commandPurges counts the purges of the commands topic from prod
+	// (forgetCommands, which holds purging for each).
+	commandPurges atomic.Uint64
+	purging       sync.Mutex
 
 	closing  context.Context // cancelled by Close: operations stop
 	close    context.CancelFunc
@@ -723,7 +727,12 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 		}
 	}()
 
-	produceErr := make(chan error, 1)
+	// purges: commandPurges when the failed copy was produced.
+	type failure struct {
+		err    error
+		purges uint64
+	}
+	produceErr := make(chan failure, 1)
 	// delivered: the broker acknowledged a copy, or a reply was read
 	// (lock.queued), so the worker has the command or will read it: a copy
 	// that fails to go out after it (sendErr) fails nothing, and the answer
@@ -737,6 +746,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 		// commands too. A call given up returns without its record, which
 		// is sent (and withdrawn, see abandon) or fails by itself.
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
+		purges := c.commandPurges.Load()
 		c.prod.Produce(pctx, &r, func(_ *kgo.Record, err error) {
 			cancel()
 			if err == nil {
@@ -744,7 +754,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 				return
 			}
 			select {
-			case produceErr <- err:
+			case produceErr <- failure{err, purges}:
 			default:
 			}
 		})
@@ -759,6 +769,13 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	// first: a RequestTimeout shorter than `every` is kept too.
 	due := func(now time.Time) time.Duration { return min(resend.Sub(now), giveUp.Sub(now)) }
 	timer := time.NewTimer(due(start))
+	sendAgain := func(now time.Time) {
+		attempts++
+		_ = authorize()
+		send()
+		resend = now.Add(every)
+		timer.Reset(due(now))
+	}
 	var moved bool     // a lock.queued moved the resend and give-up
 	var movedBy string // its event_id
 	defer timer.Stop()
@@ -793,15 +810,25 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 				resend, giveUp = now.Add(wait+every), now.Add(wait+c.cfg.RequestTimeout)
 				timer.Reset(due(now))
 			}
-		case err := <-produceErr:
+		case f := <-produceErr:
 			if ctx.Err() != nil {
 				return topics.Event{}, context.Cause(ctx)
 			}
+			if errors.Is(f.err, kerr.UnknownTopicID) {
+				c.forgetCommands(f.purges)
+			}
 			if delivered.Load() {
-				sendErr = err
+				sendErr = f.err
 				continue
 			}
-			return topics.Event{}, fmt.Errorf("%w: sending to %q: %w", ErrUnreachable, rec.Topic, err)
+			if c.commandPurges.Load() != f.purges {
+				// The topic was purged since the copy was produced, which
+				// failed it, or its old ID did: sent again, to the topic
+				// as kgo learns it now.
+				sendAgain(time.Now())
+				continue
+			}
+			return topics.Event{}, fmt.Errorf("%w: sending to %q: %w", ErrUnreachable, rec.Topic, f.err)
 		case <-timer.C:
 			now := time.Now()
 			if !now.Before(giveUp) {
@@ -822,15 +849,35 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 			// The answer may be on a partition, or an instance of the
 			// topic, the reader does not read yet.
 			c.lookUpReplyTopic()
-			attempts++
-			_ = authorize()
-			send()
-			resend = now.Add(every)
-			timer.Reset(due(now))
+			sendAgain(now)
 		case <-ctx.Done():
 			return topics.Event{}, context.Cause(ctx)
 		}
 	}
+}
+
+// forgetCommands purges the commands topic from the producer, as
+// kafkapubsub's Publisher.forgetTopic does its topics: once deleted, and
+// created again since (a broker back without its data), the topic fails
+// every record under its old ID (UNKNOWN_TOPIC_ID) until it is purged; the
+// next produce then learns it afresh. Records of it buffered for other
+// calls fail ("topic purged while buffered"): exchange sends them again. A
+// Config.Client's own records of the topic fail so too.
+//
+// Only the first of the failures one deletion causes purges (sent: the
+// purge count when its record was produced): a purge after others wrote
+// to the new topic would restart the idempotent producer's sequence
+// numbers there, and the broker would acknowledge the next batch as a
+// duplicate without writing it. The count moves after the purge, so a
+// record produced in between is sent again should it fail, not lost.
+func (c *Client) forgetCommands(sent uint64) {
+	c.purging.Lock()
+	defer c.purging.Unlock()
+	if c.commandPurges.Load() != sent {
+		return // purged since it was produced
+	}
+	c.prod.PurgeTopicsFromProducing(c.cfg.Topics.Commands)
+	c.commandPurges.Add(1)
 }
 
 // opContext is ctx, also cancelled (with cause ErrClosed) when the client
