@@ -422,9 +422,23 @@ func (d *Decompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 // returned for as long as they live, so the pooled buffer never is. It
 // decodes into room bytes, or into as much as the pooled buffer already
 // holds, up to bound, and, out of room, again into four times the room,
-// up to bound: a batch past room is decoded two or three times, until the
-// pooled buffer has grown to it (one past maxPooledBuffer is not kept for
-// the next batch), and refusing one costs decodes within bound.
+// and once that reaches bound, into zstdBlockRoom past it: a batch past
+// room is decoded two or three times, until the pooled buffer has grown to
+// it (one past maxPooledBuffer is not kept for the next batch), and
+// refusing one costs decodes within a block of bound.
+//
+// The last pass tells a batch past the bound from a corrupt one, which the
+// decoder's error does not: out of room inside a block it fails as it does
+// on a corrupt block ("output bigger than max block size"), and a batch
+// past the bound would be logged as one that cannot be decompressed, the
+// log being all that tells the two apart. The decoder fails inside a
+// block, returning the blocks before it, and no block decodes to more than
+// zstdBlockRoom: with that room past the bound, a batch that fails having
+// decoded no more than bound failed with room to spare, and is corrupt;
+// one that decoded past the bound is refused as such, whatever follows.
+// (Were the decoder to return nothing on failure, batches past the bound
+// would be taken for corrupt again, not the other way round;
+// TestZstdStreamPastTheRatioIsNotTakenForCorrupt would tell.)
 func (d *Decompressor) zstdPooled(r *zstd.Decoder, src []byte, room, bound int) ([]byte, error) {
 	b, _ := d.buffers.Get().(*bytes.Buffer)
 	if b == nil {
@@ -436,21 +450,26 @@ func (d *Decompressor) zstdPooled(r *zstd.Decoder, src []byte, room, bound int) 
 		}
 	}()
 	b.Reset()
+	last := bound + zstdBlockRoom
 	room = min(bound, max(room, b.Cap()))
 	for {
 		b.Grow(room)
 		out, err := r.DecodeAll(src, b.AvailableBuffer()[:0:room])
 		switch {
+		case len(out) > bound:
+			return nil, kgo.ErrMaxDecompress
 		case err == nil:
 			return slices.Clone(out), nil
-		case room == bound:
+		case room == last:
 			return nil, err
 		}
 		// Out of room, whatever the error says: past the room inside a
 		// block, the assembly decoder reports "output bigger than max
 		// block size", not ErrDecoderSizeExceeded. A batch that is
-		// corrupt fails again, within bound.
-		room = min(bound, 4*room)
+		// corrupt fails again, until the last pass.
+		if room *= 4; room >= bound {
+			room = last
+		}
 	}
 }
 
@@ -460,9 +479,13 @@ func (d *Decompressor) zstdPooled(r *zstd.Decoder, src []byte, room, bound int) 
 // compress about 5- to 20-fold, so most take one pass.
 // zstdSlack is the room left past a declared size (the decoder's own
 // allocation leaves as much).
+// zstdBlockRoom is the most one zstd block decodes to (the format's
+// Block_Maximum_Size, 128 KiB), and the 16 bytes the decoder's fast copies
+// may write past it.
 const (
 	zstdFirstRatio = 32
 	zstdSlack      = 64
+	zstdBlockRoom  = 128<<10 + 16
 )
 
 // xerialPrefix starts a snappy batch the Java client framed (xerial

@@ -71,15 +71,15 @@ var codecs = []struct {
 	{"xerial", kgo.CodecSnappy, func(_ testing.TB, b []byte) []byte { return xerial(b) }},
 	{"lz4", kgo.CodecLz4, func(t testing.TB, b []byte) []byte { return compressed(t, kgo.Lz4Compression(), b) }},
 	{"zstd", kgo.CodecZstd, func(t testing.TB, b []byte) []byte { return compressed(t, kgo.ZstdCompression(), b) }},
-	{"zstd stream", kgo.CodecZstd, zstdStream},
+	{"zstd stream", kgo.CodecZstd, func(t testing.TB, b []byte) []byte { return zstdStream(t, b) }},
 }
 
 // zstdStream is raw written through a streaming zstd writer, as Java's
 // producer writes a batch: past its first block, the frame does not
-// declare its size.
-func zstdStream(t testing.TB, raw []byte) []byte {
+// declare its size. opts are the writer's (a window within a small bound).
+func zstdStream(t testing.TB, raw []byte, opts ...zstd.EOption) []byte {
 	var buf bytes.Buffer
-	w, err := zstd.NewWriter(&buf)
+	w, err := zstd.NewWriter(&buf, opts...)
 	require.NoError(t, err)
 	_, err = w.Write(raw)
 	require.NoError(t, err)
@@ -488,4 +488,81 @@ func TestRatioRefusalNamesTheRatioBound(t *testing.T) {
 	_, err = newDecompressor(len(record)/2).Decompress(compressed(t, kgo.ZstdCompression(), commandsLike(len(record))), kgo.CodecZstd)
 	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
 	require.NotContains(t, err.Error(), "ratio", "the absolute bound refused it")
+}
+
+// decompressLogged is what d, logging at warning level, returns and logs
+// for src.
+func decompressLogged(d *Decompressor, src []byte, codec kgo.CompressionCodecType) (error, string) {
+	var logs bytes.Buffer
+	d.log = kgo.BasicLogger(&logs, kgo.LogLevelWarn, nil)
+	_, err := d.Decompress(src, codec)
+	return err, logs.String()
+}
+
+// A zstd batch written as librdkafka (kcat -z zstd) and Java's producer
+// write it (a streamed frame that does not declare its size) that
+// decompresses past the ratio bound is refused and logged as past the
+// ratio bound, not as one that cannot be decompressed: the log is all that
+// tells an operator the cause (kgo, and the worker's dead-letter marker,
+// say the same of both). Out of room inside a block, the decoder fails
+// with an error that does not say so ("output bigger than max block
+// size"). Here one record of 900 KiB of one byte, far past the ratio.
+func TestZstdStreamPastTheRatioIsNotTakenForCorrupt(t *testing.T) {
+	record := encodeRecords(1, func(int) kmsg.Record { return kmsg.Record{Value: bytes.Repeat([]byte{'a'}, 900<<10)} })
+	src := zstdStream(t, record)
+	require.Less(t, Ratio*len(src), len(record), "past the ratio")
+	err, logs := decompressLogged(newDecompressor(maxBatchBytes), src, kgo.CodecZstd)
+	require.ErrorAs(t, err, new(*pastRatio), "refused as past the ratio bound")
+	require.Contains(t, logs, "past the ratio bound")
+	require.NotContains(t, logs, "cannot be decompressed")
+}
+
+// So is one past the absolute bound, which kgo's error names: 17 MiB of
+// commands, within the ratio, in blocks that do not end at the 16 MiB
+// bound, so that the decoder runs out of room inside one. (A zstd block may
+// end anywhere; this writer ends its 128 KiB blocks at multiples of
+// 128 KiB, the bound among them, unless flushed: here after 150 bytes.)
+func TestZstdStreamPastTheAbsoluteBoundIsNotTakenForCorrupt(t *testing.T) {
+	raw := commandsLike(17 << 20)
+	var buf bytes.Buffer
+	w, err := zstd.NewWriter(&buf)
+	require.NoError(t, err)
+	_, err = w.Write(raw[:150])
+	require.NoError(t, err)
+	require.NoError(t, w.Flush())
+	_, err = w.Write(raw[150:])
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	src := buf.Bytes()
+	require.GreaterOrEqual(t, Ratio*len(src), maxBatchBytes, "within the ratio")
+
+	err, logs := decompressLogged(newDecompressor(maxBatchBytes), src, kgo.CodecZstd)
+	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
+	require.NotErrorAs(t, err, new(*pastRatio), "refused by the absolute bound")
+	require.NotContains(t, logs, "cannot be decompressed")
+}
+
+// A zstd batch that is corrupt, as a stream frame that does not declare
+// its size, is still refused and logged as one that cannot be
+// decompressed, not as past the bound: even one whose content checksum
+// alone is wrong, read to exactly the bound (with a window within it).
+func TestCorruptZstdStreamIsLoggedAsCorrupt(t *testing.T) {
+	raw := commandsSharingMetadata(480 << 10)
+	stream := zstdStream(t, raw, zstd.WithWindowSize(256<<10))
+	badSum := bytes.Clone(stream)
+	badSum[len(badSum)-1] ^= 0xff
+	require.GreaterOrEqual(t, Ratio*len(badSum), len(raw), "its bound is its size")
+	for name, src := range map[string][]byte{
+		"cut short":        stream[:len(stream)*2/3],
+		"a wrong checksum": badSum,
+	} {
+		_, kgoErr := kgo.DefaultDecompressor().Decompress(bytes.Clone(src), kgo.CodecZstd)
+		require.Error(t, kgoErr, "%s: kgo cannot read it either", name)
+		for _, d := range []*Decompressor{newDecompressor(maxBatchBytes), newDecompressor(len(raw))} {
+			err, logs := decompressLogged(d, src, kgo.CodecZstd)
+			require.ErrorIs(t, err, kgo.ErrMaxDecompress, "%s: skipped as one past the bound", name)
+			require.Contains(t, logs, "cannot be decompressed", name)
+			require.NotContains(t, logs, "past the ratio bound", name)
+		}
+	}
 }
