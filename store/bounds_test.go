@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -222,13 +223,16 @@ func requireTimeoutGiven(t *testing.T, sch testdb.Schema, setting, shown string,
 // which SHOW prints as shown, is left so by the pool's connections: given
 // as a parameter of its own or in options (-c name=value, --name=value,
 // with PostgreSQL's backslash escapes and spaces, the name's dashes for
-// underscores, switches clustered: -e, European dates, then -c).
+// underscores, switches clustered: -e, European dates, then -c), the name
+// in any case.
 func requireGiven(t *testing.T, sch testdb.Schema, setting, value, shown string) {
 	t.Helper()
 	for _, param := range [][2]string{
 		{setting, value},
+		{strings.ToUpper(setting), value},
 		{"options", "-c " + setting + "=" + value},
 		{"options", `-c application_name=a\ b  -c` + setting + "=" + value},
+		{"options", "-c " + strings.ToUpper(strings.ReplaceAll(setting, "_", `\_`)) + "=" + value},
 		{"options", "--" + strings.ReplaceAll(setting, "_", "-") + "=" + value + " -c application_name=b"},
 		{"options", "-ec " + setting + "=" + value},
 	} {
@@ -443,6 +447,105 @@ func TestServerStatementTimeoutLifted(t *testing.T) {
 
 	// One the connection string gives wins, as for the other settings.
 	requireGiven(t, timed, "statement_timeout", "60000", "1min")
+}
+
+// A statement_timeout the database sets (a role's is the same) does not
+// bound a new connection's settings statement, the one that lifts it: that
+// statement reads pg_settings, 10 to 40 ms on a new connection, and a
+// timeout below that failed the start (exit 1) and the pool's later
+// connections with 57014. Here the statement waits for pg_settings, which
+// the test locks, for twice the timeout: a stand-in for a slow statement
+// that ends when the test says, not with the machine's speed. (A database
+// of its own: the lock holds up every new connection to its database.)
+// One the connection string gives still wins.
+func TestDatabaseStatementTimeoutLiftedFirst(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testdb.NewDatabase(t, "")
+	const statementTimeout = 200 * time.Millisecond
+	locker := settingsLocker(t, db.URL)
+	_, err := locker.Exec(ctx, `ALTER DATABASE `+db.Name+` SET statement_timeout = `+strconv.FormatInt(statementTimeout.Milliseconds(), 10))
+	require.NoError(t, err)
+	tx, err := lockSettings(ctx, locker)
+	requireLocked(t, err)
+
+	var st *store.Store
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		st, err = store.Open(ctx, store.Config{URL: db.URL, MaxConns: 2})
+		done <- err
+	}()
+	awaitSettingsWait(t, db.URL, 2*statementTimeout, done)
+	require.NoError(t, tx.Rollback(ctx))
+	require.NoError(t, awaitDone(t, done))
+	t.Cleanup(st.Close)
+	var timeout string
+	require.NoError(t, st.Pool.QueryRow(ctx, `SHOW statement_timeout`).Scan(&timeout))
+	require.Equal(t, "0", timeout)
+
+	requireGiven(t, db, "statement_timeout", "60000", "1min")
+}
+
+// settingsLocker is a connection to the database at url, closed with the
+// test (which releases lockSettings's lock), for lockSettings.
+func settingsLocker(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close(context.WithoutCancel(ctx)) })
+	return c
+}
+
+// lockSettings locks pg_settings, the view a connection's settings
+// statement reads, in c's database until the transaction returned ends.
+func lockSettings(ctx context.Context, c *pgx.Conn) (pgx.Tx, error) {
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE pg_catalog.pg_settings IN ACCESS EXCLUSIVE MODE`); err != nil {
+		_ = tx.Rollback(ctx)
+		return nil, err
+	}
+	return tx, nil
+}
+
+// requireLocked fails the test with lockSettings's err, or skips it when
+// the test user may not lock pg_settings.
+func requireLocked(t *testing.T, err error) {
+	t.Helper()
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "42501" { // insufficient_privilege
+		testdb.SkipMissing(t, "the test user may not lock pg_catalog.pg_settings: it needs to be a superuser")
+	}
+	require.NoError(t, err, "locking pg_settings")
+}
+
+// awaitSettingsWait returns once a session of the database at url has
+// waited longer than d for pg_settings, failing the test if done, the
+// waiter's end, comes first. It watches on a connection of its own, in no
+// transaction: one in a transaction, such as lockSettings's, sees
+// pg_stat_activity as the transaction's first look at it found it.
+func awaitSettingsWait(t *testing.T, url string, d time.Duration, done <-chan error) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	giveUp := time.After(30 * time.Second)
+	for waited := false; !waited; {
+		select {
+		case err := <-done:
+			t.Fatalf("ended while it waited for pg_settings: %v", err)
+		case <-giveUp:
+			t.Fatal("nothing waited for pg_settings")
+		case <-time.After(10 * time.Millisecond):
+		}
+		require.NoError(t, c.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+			WHERE a.datname = current_database() AND l.relation = 'pg_catalog.pg_settings'::regclass AND NOT l.granted
+			AND clock_timestamp() - a.query_start > $1::interval)`, d).Scan(&waited))
+	}
 }
 
 // Each connection has the server notice a client host gone in about

@@ -20,7 +20,7 @@ func StartRetryable(ctx context.Context, err error) bool {
 // SessionSettings is the pool's AfterConnect for a connection string that
 // sets none of the settings, its SET bounded by bound.
 func SessionSettings(idle, bound time.Duration) func(context.Context, *pgx.Conn) error {
-	return sessionSettings(Config{IdleInTransactionTimeout: idle, LockTimeout: DefaultLockTimeout}, bound)
+	return sessionSettings(Config{IdleInTransactionTimeout: idle, LockTimeout: DefaultLockTimeout}, nil, bound)
 }
 
 // ProbeConn is Probe's connection: nil before the first Probe.

@@ -303,10 +303,11 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, schema
 	table := schema + "." + VersionTable
 	// The migration's own timeouts, whatever the connection string says:
 	// its lock_timeout, and statement_timeout and transaction_timeout
-	// lifted.
+	// lifted, statement_timeout first (liftStatementTimeout): after tern's
+	// RESET ALL the server's, database's or role's applies again.
 	own := func(lockTimeout time.Duration, local bool) string {
 		lock := setting{"lock_timeout", strconv.FormatInt(lockTimeout.Milliseconds(), 10)}
-		return setSQL(append([]setting{lock}, liftedTimeouts...), local, true)
+		return liftStatementTimeout(local) + "; " + setSQL(append([]setting{lock}, liftedTimeouts...), local, true)
 	}
 	if _, err := conn.Exec(ctx, own(0, false)); err != nil {
 		return fmt.Errorf("migrating: %w", err)

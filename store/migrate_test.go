@@ -443,6 +443,49 @@ func TestMigrateIgnoresStatementTimeout(t *testing.T) {
 	requireSchema(t, sc.Open(t, store.Config{})) // read without the timeout, which a busy machine's catalog reads may pass
 }
 
+// A statement_timeout the database sets (a role's is the same), which
+// tern's RESET ALL after each migration brings back, does not bound the
+// next migration's statement setting its timeouts, the one that lifts it
+// (it reads pg_settings: see TestDatabaseStatementTimeoutLiftedFirst,
+// whose lock on pg_settings stands in for a slow statement here too, taken
+// once the first migration has committed).
+func TestMigrateLiftsDatabaseStatementTimeoutFirst(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testdb.NewDatabase(t, "")
+	const statementTimeout = 200 * time.Millisecond
+	locker := settingsLocker(t, db.URL)
+	_, err := locker.Exec(ctx, `ALTER DATABASE `+db.Name+` SET statement_timeout = `+strconv.FormatInt(statementTimeout.Milliseconds(), 10))
+	require.NoError(t, err)
+	st := db.Open(t, store.Config{}) // after: a session's RESET ALL returns to the database's setting as the session began
+
+	var tx pgx.Tx
+	locked := make(chan error, 1)
+	var once sync.Once
+	done := make(chan error, 1)
+	go func() {
+		done <- st.MigrateWith(ctx, store.MigrateEvents{Applied: func(string, time.Duration) {
+			// Told as the next migration starts, inside its transaction,
+			// before it sets its timeouts.
+			once.Do(func() {
+				var err error
+				tx, err = lockSettings(ctx, locker)
+				locked <- err
+			})
+		}})
+	}()
+	select {
+	case err := <-locked:
+		requireLocked(t, err)
+	case err := <-done:
+		t.Fatalf("migrated without a second migration: %v", err)
+	}
+	awaitSettingsWait(t, db.URL, 2*statementTimeout, done)
+	require.NoError(t, tx.Rollback(ctx))
+	require.NoError(t, awaitDone(t, done))
+	requireSchema(t, st)
+}
+
 // holdLocks opens a connection to url whose transaction holds ACCESS SHARE
 // on locks until it ends (010 alters locks, so it waits), closed with the
 // test.

@@ -231,7 +231,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if pcfg.ConnConfig.ConnectTimeout == 0 {
 		pcfg.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
 	}
-	pcfg.AfterConnect = sessionSettings(cfg, pcfg.ConnConfig.ConnectTimeout)
+	pcfg.AfterConnect = sessionSettings(cfg, pcfg.ConnConfig.RuntimeParams, pcfg.ConnConfig.ConnectTimeout)
 	reset := &readOnlyReset{}
 	pcfg.ConnConfig.Tracer = reset
 	if cfg.Tracer != nil {
@@ -324,7 +324,9 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 //   - tcp_keepalives_idle, tcp_keepalives_interval, tcp_keepalives_count
 //     and tcp_user_timeout: Config.ClientGoneTimeout.
 //   - statement_timeout and transaction_timeout 0 (liftedTimeouts): the
-//     server's, database's or role's lifted, as Migrate lifts them.
+//     server's, database's or role's lifted, as Migrate lifts them;
+//     statement_timeout first of all (liftStatementTimeout) unless the
+//     startup parameters may set it.
 //   - DateStyle, IntervalStyle, bytea_output, standard_conforming_strings
 //     and client_encoding: textFormat.
 //
@@ -332,9 +334,14 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 // runs it under a context only Close ends, so a server that stops
 // answering right after the connection opened would hold it, and its pool
 // slot, until TCP gives up.
-func sessionSettings(cfg Config, bound time.Duration) func(context.Context, *pgx.Conn) error {
+//
+// startup are the connection's startup parameters (pgx's RuntimeParams).
+func sessionSettings(cfg Config, startup map[string]string, bound time.Duration) func(context.Context, *pgx.Conn) error {
 	settings := append([]setting{{"plan_cache_mode", "force_generic_plan"}, {"jit", "off"}}, boundSettings(cfg)...)
 	sql := setSQL(append(settings, liftedTimeouts...), false, false) + "; " + setSQL(textFormat, false, true)
+	if !mayGiveStatementTimeout(startup) {
+		sql = liftStatementTimeout(false) + "; " + sql
+	}
 	return func(ctx context.Context, c *pgx.Conn) error {
 		sctx, cancel := context.WithTimeout(ctx, bound)
 		defer cancel()
@@ -413,6 +420,48 @@ func boundSettings(cfg Config) []setting {
 // (25P04, which also ends the session), which setSQL leaves out where the
 // server lacks it.
 var liftedTimeouts = []setting{{"statement_timeout", "0"}, {"transaction_timeout", "0"}}
+
+// liftStatementTimeout is a SET of statement_timeout to 0, for the
+// transaction when local, sent in the same string before a setSQL
+// statement that lifts the timeouts (liftedTimeouts). That statement reads
+// pg_settings, some 10 to 40 ms on a new connection (its catalog caches
+// cold), under the very statement_timeout it lifts, which a server,
+// database or role may set below that: 57014, a start that exits 1, a pool
+// that cannot connect. A SET, some 0.1 ms, is neither planned nor reads a
+// catalog, and PostgreSQL 13 and later time each statement of a string
+// apart, so those after it run without the timeout. setSQL's statement
+// still decides, as for the other settings. statement_timeout only: a SET
+// of PostgreSQL 17's transaction_timeout fails on an earlier server, and
+// server_version does not tell which one answers (a proxy may report its
+// own).
+func liftStatementTimeout(local bool) string {
+	if local {
+		return "SET LOCAL statement_timeout = 0"
+	}
+	return "SET statement_timeout = 0"
+}
+
+// mayGiveStatementTimeout reports whether startup, a connection's startup
+// parameters, may set statement_timeout: as a parameter of its own, the
+// name in any case, or anywhere in options, whose switches PostgreSQL
+// parses (-c statement_timeout=..., --statement-timeout=..., backslash
+// escapes), any mention counting. Such a connection gets no
+// liftStatementTimeout, which would put its value out of setSQL's reach,
+// source client no more: one the connection string sets wins.
+func mayGiveStatementTimeout(startup map[string]string) bool {
+	unescape := strings.NewReplacer("-", "_", `\`, "")
+	for name, value := range startup {
+		switch strings.ToLower(name) {
+		case "statement_timeout":
+			return true
+		case "options":
+			if strings.Contains(strings.ToLower(unescape.Replace(value)), "statement_timeout") {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // textFormat are the settings pgx needs of the text format: the simple
 // protocol's (a cleanup command's statements, handlers' sweepFilter), whose
