@@ -422,10 +422,10 @@ func (d *Decompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 // returned for as long as they live, so the pooled buffer never is. It
 // decodes into room bytes, or into as much as the pooled buffer already
 // holds, up to bound, and, out of room, again into four times the room,
-// and once that reaches bound, into zstdBlockRoom past it: a batch past
-// room is decoded two or three times, until the pooled buffer has grown to
-// it (one past maxPooledBuffer is not kept for the next batch), and
-// refusing one costs decodes within a block of bound.
+// up to bound, and once a pass at bound fails, into zstdBlockRoom past it:
+// a batch past room is decoded two or three times, until the pooled buffer
+// has grown to it (one past maxPooledBuffer is not kept for the next
+// batch), and refusing one costs decodes within a block of bound.
 //
 // The last pass tells a batch past the bound from a corrupt one, which the
 // decoder's error does not: out of room inside a block it fails as it does
@@ -466,9 +466,13 @@ func (d *Decompressor) zstdPooled(r *zstd.Decoder, src []byte, room, bound int) 
 		// Out of room, whatever the error says: past the room inside a
 		// block, the assembly decoder reports "output bigger than max
 		// block size", not ErrDecoderSizeExceeded. A batch that is
-		// corrupt fails again, until the last pass.
-		if room *= 4; room >= bound {
+		// corrupt fails again, until the last pass. Only a pass at bound
+		// that failed takes the last, past it: a valid batch is decoded
+		// within bound, so a pooled buffer up to maxPooledBuffer serves it.
+		if room == bound {
 			room = last
+		} else {
+			room = min(bound, 4*room)
 		}
 	}
 }

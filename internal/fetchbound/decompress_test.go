@@ -430,6 +430,52 @@ func TestZstdStreamPastTheFirstPassIsRead(t *testing.T) {
 	}
 }
 
+// A valid stream batch whose bound is within a zstd block under
+// maxPooledBuffer is decoded within its bound, so the pooled buffer is kept
+// for the next: only the copy returned is allocated. (A last pass past the
+// bound taken before a pass at the bound failed grew the buffer past
+// maxPooledBuffer, dropped after every such batch.)
+func TestZstdStreamNearTheLargestPooledBufferKeepsIt(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var src, record []byte
+	for k := 3000; k < 4000; k += 20 { // random bytes to bring the ratio's bound within a block of 1 MiB
+		v := make([]byte, 900<<10)
+		for i := range k {
+			v[i] = byte(rnd.Uint32())
+		}
+		for i := k; i < len(v); i++ {
+			v[i] = 'a'
+		}
+		record = encodeRecords(1, func(int) kmsg.Record { return kmsg.Record{Value: v} })
+		src = zstdStream(t, record)
+		if bound := Ratio * len(src); bound > max(len(record), maxPooledBuffer-zstdBlockRoom) && bound <= maxPooledBuffer {
+			break
+		}
+	}
+	bound := Ratio * len(src)
+	require.Greater(t, bound, maxPooledBuffer-zstdBlockRoom)
+	require.LessOrEqual(t, bound, maxPooledBuffer)
+	require.Less(t, len(record), bound)
+
+	d := newDecompressor(maxBatchBytes)
+	for range 3 { // the pools warmed
+		out, err := d.Decompress(src, kgo.CodecZstd)
+		require.NoError(t, err)
+		require.Equal(t, record, out)
+	}
+	const n = 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		_, err := d.Decompress(src, kgo.CodecZstd)
+		require.NoError(t, err)
+	}
+	runtime.ReadMemStats(&after)
+	perBatch := int(after.TotalAlloc-before.TotalAlloc) / n
+	require.Less(t, perBatch, 2*len(record), "allocated per batch, the content being %d bytes", len(record))
+}
+
 // BenchmarkDecompressZstdStream decompresses a zstd batch as Java's
 // producer writes it (a streamed frame that does not declare its size):
 // what it allocates per batch, past what its records keep.
