@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -276,17 +277,11 @@ func dropNextProduce(t *testing.T, e *e2e.Env, topic string) *atomic.Int32 {
 // the produce is dropped, from the broker's goroutine: it must not block.
 func dropNextProduceThen(t *testing.T, e *e2e.Env, topic string, then func()) *atomic.Int32 {
 	t.Helper()
-	details, err := kadm.NewClient(e.For(t).Producer()).ListTopics(ctxT(t), topic)
-	require.NoError(t, err)
-	id := details[topic].ID
+	is := topicIs(t, e, topic)
 	var dropped atomic.Int32
 	e.Cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		req := kr.(*kmsg.ProduceRequest)
-		ours := false
-		for _, tp := range req.Topics {
-			ours = ours || tp.Topic == topic || tp.TopicID == id
-		}
-		if !ours || dropped.Load() > 0 {
+		if !producesTo(req, is) || dropped.Load() > 0 {
 			return nil, nil, false
 		}
 		dropped.Add(1)
@@ -301,7 +296,7 @@ func dropNextProduceThen(t *testing.T, e *e2e.Env, topic string, then func()) *a
 			for _, p := range tp.Partitions {
 				rp := kmsg.NewProduceResponseTopicPartition()
 				rp.Partition = p.Partition
-				if tp.Topic != topic && tp.TopicID != id {
+				if !is(tp.Topic, tp.TopicID) {
 					rp.ErrorCode = kerr.NotEnoughReplicas.Code
 				}
 				rt.Partitions = append(rt.Partitions, rp)
@@ -311,6 +306,48 @@ func dropNextProduceThen(t *testing.T, e *e2e.Env, topic string, then func()) *a
 		return resp, nil, true
 	})
 	return &dropped
+}
+
+// holdNextProduce holds e's broker's next produce to topic for d, as a
+// broker frozen meanwhile (SIGSTOP) would, and then stores it; the broker's
+// other connections go on meanwhile. It returns how many produces were held
+// so far (0 or 1). Not used by the test's end, the hold is dropped, and
+// holds no other test's produce.
+func holdNextProduce(t *testing.T, e *e2e.Env, topic string, d time.Duration) *atomic.Int32 {
+	t.Helper()
+	is := topicIs(t, e, topic)
+	var held atomic.Int32
+	var over atomic.Bool
+	t.Cleanup(func() { over.Store(true) })
+	e.Cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		if over.Load() {
+			e.Cluster.DropControl()
+			return nil, nil, false
+		}
+		if !producesTo(kr.(*kmsg.ProduceRequest), is) {
+			return nil, nil, false
+		}
+		e.Cluster.DropControl()
+		held.Add(1)
+		e.Cluster.SleepControl(func() { time.Sleep(d) })
+		return nil, nil, false
+	})
+	return &held
+}
+
+// topicIs says whether a produce request's topic, named or (Produce v13+)
+// given by ID, is e's topic.
+func topicIs(t *testing.T, e *e2e.Env, topic string) func(name string, id [16]byte) bool {
+	t.Helper()
+	details, err := kadm.NewClient(e.For(t).Producer()).ListTopics(ctxT(t), topic)
+	require.NoError(t, err)
+	id := details[topic].ID
+	return func(n string, i [16]byte) bool { return n == topic || i == id }
+}
+
+// producesTo says whether req carries records for a topic is matches.
+func producesTo(req *kmsg.ProduceRequest, is func(name string, id [16]byte) bool) bool {
+	return slices.ContainsFunc(req.Topics, func(tp kmsg.ProduceRequestTopic) bool { return is(tp.Topic, tp.TopicID) })
 }
 
 // The relay's first produce to the reply topic is answered with success but

@@ -81,23 +81,64 @@ func keptAlive(ctx context.Context, t *testing.T, c *client.Client, replies *e2e
 	if err != nil {
 		return nil, err
 	}
+	evs, err := extendedTimes(ctx, t, c, replies, l, rounds)
+	if err != nil {
+		return evs, err
+	}
+	return evs, l.Release(ctx)
+}
+
+// extendedTimes waits until the keep-alive of l, c's lease, has extended it
+// the given times in all, and returns the extensions' answers, and the
+// lease's loss if it was lost first.
+func extendedTimes(ctx context.Context, t *testing.T, c *client.Client, replies *e2e.Watcher, l *client.Lease, times int) ([]topics.Event, error) {
 	go func() {
 		// A query's answer wakes the wait below once the lease is lost.
 		select {
 		case <-l.Lost():
-			_, _ = c.Query(ctx, lock)
+			_, _ = c.Query(ctx, l.Name)
 		case <-ctx.Done():
 		}
 	}()
 	var evs []topics.Event
 	replies.WaitFor(t, 20*time.Second, "the keep-alive's extensions", func(rs []e2e.Received) bool {
-		evs = extensionsOf(rs, lock, 0)
-		return len(evs) >= rounds || l.Err() != nil
+		evs = extensionsOf(rs, l.Name, 0)
+		return len(evs) >= times || l.Err() != nil
 	})
-	if err := l.Err(); err != nil {
-		return evs, err
+	return evs, l.Err()
+}
+
+// An extension the worker applied late (its produce held here, as behind a
+// broker frozen meanwhile) leaves the local deadline short of the worker's
+// expiry by that delay, as the deadline counts the time the answer shows
+// from the command's send. The next extension is sized by the worker's
+// expiry as that answer showed it, from its read: sized by the deadline,
+// it carried the expiry the delay further than a lease ahead.
+func TestKeepAliveAfterALateExtensionStaysWithinItsLease(t *testing.T) {
+	// The delay under half the lease, or the late answer would leave the
+	// deadline behind it; and under a third, the keep-alive's resend.
+	const lease, delay, slack = 4500 * time.Millisecond, 1200 * time.Millisecond, 500 * time.Millisecond
+	c := newClient(t, "keepalive-late")
+	replies := env.For(t).Watch(c.ReplyTopic())
+	ctx := ctxT(t)
+	lock := uniq("keepalive-late")
+	_, err := c.Query(ctx, lock) // finds the reply topic, as above
+	require.NoError(t, err)
+	l, err := c.Acquire(ctx, lock, client.WithLease(lease))
+	require.NoError(t, err)
+	_, err = extendedTimes(ctx, t, c, replies, l, 1)
+	require.NoError(t, err)
+	// The next command is the keep-alive's next extension, a third of the
+	// lease after this one.
+	held := holdNextProduce(t, env, env.Names.Commands, delay)
+	evs, err := extendedTimes(ctx, t, c, replies, l, 3)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, held.Load(), "the extension's produce was held")
+	for i, ev := range evs[:3] {
+		t.Logf("extension %d: the expiry %v past the worker's now", i+1, ahead(ev))
 	}
-	return evs, l.Release(ctx)
+	require.LessOrEqual(t, ahead(evs[2]), lease+slack, "the extension after the late one carried the expiry past a lease ahead")
+	require.NoError(t, l.Release(ctx))
 }
 
 // After Extend carried a kept-alive lease far ahead, the keep-alive sends
@@ -136,5 +177,38 @@ func TestKeepAliveIdleAfterLongExtend(t *testing.T) {
 		"no extension until the end is back within a lease")
 	require.LessOrEqual(t, ahead(next), lease+slack)
 	require.NoError(t, l.Err())
+	require.NoError(t, l.Release(ctx))
+}
+
+// An Extend answered more than a lease after it was sent (its produce held
+// here) leaves the worker's expiry further past the local deadline than the
+// keep-alive carries it ahead of now: the keep-alive, which waits until an
+// extension would carry the worker's expiry no further than a lease from
+// now, sends one all the same once a third of the lease is left by the
+// deadline, and the lease stays held, rather than being lost at its
+// deadline with the worker's expiry still ahead.
+func TestKeepAliveAfterASlowExtendKeepsTheLease(t *testing.T) {
+	const lease, delay = 1500 * time.Millisecond, 1800 * time.Millisecond
+	c := newClient(t, "keepalive-slow-extend")
+	replies := env.For(t).Watch(c.ReplyTopic())
+	ctx := ctxT(t)
+	lock := uniq("keepalive-slow-extend")
+	_, err := c.Query(ctx, lock) // finds the reply topic, as above
+	require.NoError(t, err)
+	l, err := c.Acquire(ctx, lock, client.WithLease(lease))
+	require.NoError(t, err)
+	// Right after the keep-alive's first extension, the two Extends come
+	// before its next: the first carries the end far enough ahead for the
+	// second's answer, a lease late, to come before the deadline, and the
+	// keep-alive sends nothing until then.
+	_, err = extendedTimes(ctx, t, c, replies, l, 1)
+	require.NoError(t, err)
+	require.NoError(t, l.Extend(ctx, 3*time.Second))
+	held := holdNextProduce(t, env, env.Names.Commands, delay)
+	require.NoError(t, l.Extend(ctx, 2*time.Second))
+	require.EqualValues(t, 1, held.Load(), "the second Extend's produce was held")
+	evs, err := extendedTimes(ctx, t, c, replies, l, 4)
+	require.NoError(t, err, "the keep-alive's extension after the slow Extend")
+	t.Logf("the keep-alive's extension after the slow Extend carried the expiry %v past the worker's now", ahead(evs[3]))
 	require.NoError(t, l.Release(ctx))
 }

@@ -29,9 +29,17 @@ import (
 // extension, 0.1 s, further if that is more; none is sent while that would
 // carry it more than max(lease, 0.2 s) from now (a lease under 0.3 s,
 // between its rounds; one that Extend carried further, until its end is
-// that near again). The worker's expiry so stays within about that of now,
-// and a holder that dies keeps the lock no longer (but for an extension
-// left unanswered, which the worker may apply late). It holds the lease
+// that near again). The end so counted is the worker's expiry as the last
+// answer showed it, from when the answer was read: the local deadline
+// (below) errs early by the command's way to the worker, seconds behind a
+// broker that stalled, and an extension sized by it would carry the
+// worker's expiry that much further. The worker's expiry so stays within
+// about that of now, and a holder that dies keeps the lock no longer (but
+// for an extension left unanswered, which the worker may apply late, and
+// for an answer that took longer than about two thirds of the lease (an
+// Extend's): once a third of the lease is left by the local deadline, the
+// smallest extension goes all the same, lest the lease be lost while the
+// worker holds it). It holds the lease
 // only while an extension's round trip (the command through Kafka to the
 // worker and its answer back) stays under about a third of the lease: the
 // next extension is sent a third of the lease after an answer (or later,
@@ -91,6 +99,11 @@ type Lease struct {
 	boot     time.Duration // the same by the boot clock (see update); 0 in a session
 	timer    *time.Timer   // fires at deadline; nil in a session, and until registered
 	err      error         // why the lease ended
+	// late is how far past deadline the worker's expiry may lie: the
+	// time the answer that set it shows left, counted from its read rather
+	// than from its command's send (update). Kept relative to deadline, so
+	// that a suspend pulling the deadline in (pullIn) pulls it in alike.
+	late time.Duration
 	// maxHold is the lease's cap as the worker has it: lock_info's
 	// max_hold (update), the cap of the lease's first grant, which a
 	// renewal keeps; before an answer shows it, WithMaxHold's for a lease
@@ -325,12 +338,24 @@ func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time, fresh boo
 	}
 	if li.ExpiresAt != nil {
 		left := li.ExpiresAt.Sub(anchor)
+		shown := li.ExpiresAt.Sub(ev.OccurredAt.Time) // left as of the answer
 		if fresh {
 			left = min(left, ev.OccurredAt.Sub(anchor)+seconds(li.LeaseDuration))
+			shown = min(shown, seconds(li.LeaseDuration))
+		}
+		// The latest the worker's expiry may be: the answer was written
+		// before its read. The local deadline errs early by the command's
+		// way to the worker, a frozen broker's seconds included, and an
+		// extension sized by it would carry the worker's expiry that much
+		// further than a lease ahead (keepAliveLoop).
+		latest := l.workerEnd()
+		if w := time.Now().Add(shown); newer || w.After(latest) {
+			latest = w
 		}
 		if d := sent.mono.Add(left); newer || d.After(l.deadline) {
 			l.deadline = d
 		}
+		l.late = max(latest.Sub(l.deadline), 0)
 		if b := sent.boot + left; newer || l.boot == 0 || b > l.boot {
 			l.boot = b
 		}
@@ -1248,6 +1273,11 @@ func (l *Lease) keepAliveAhead() time.Duration {
 	return max(l.lease, 2*minExtension)
 }
 
+// workerEnd is the latest the worker's expiry may be, as the last answer
+// showed it (see late): the keep-alive's extensions count from it, the loss
+// from the local deadline. l.mu is held.
+func (l *Lease) workerEnd() time.Time { return l.deadline.Add(l.late) }
+
 // keepAliveSleep waits d, and says whether the keep-alive goes on: false
 // when the lease ended or the client is closing meanwhile.
 func (l *Lease) keepAliveSleep(d time.Duration) bool {
@@ -1273,10 +1303,18 @@ func (l *Lease) keepAliveSleep(d time.Duration) bool {
 // further than keepAliveAhead from now: else the rounds of a lease under
 // 0.3 s, less than minExtension apart, would carry the end ever further
 // ahead (a holder that died would hold the lock that much longer), and a
-// lease Extend carried far ahead would be extended for nothing. The
-// worker's expiry so stays within keepAliveAhead of now, but for the local
-// deadline's early error and extensions left unanswered that the worker
-// applies late. The next extension goes a third of the lease after an
+// lease Extend carried far ahead would be extended for nothing. The end
+// is the worker's as the last answer showed it (workerEnd), not the local
+// deadline, which errs early by the command's way to the worker: an
+// extension the worker applied late (a broker stalled) left the deadline
+// that much short, and the next one, sized by it, carried the worker's
+// expiry that much further than a lease ahead. The worker's expiry so
+// stays within keepAliveAhead of now, but for extensions left unanswered
+// that the worker applies late, and for an answer slower than about two
+// thirds of the lease (Extend's, whose end lay further ahead): the wait
+// ends once a third of the lease is left by the deadline, however far the
+// worker's end may lie, or the lease would be lost with the worker holding
+// it. The next extension goes a third of the lease after an
 // answer, or later, once the end is that near, and must be answered within
 // a lease of the answered one's send, so a round trip over about a third of
 // the lease loses it (see Lease). It stops when the lease ends or the
@@ -1319,12 +1357,13 @@ func (l *Lease) keepAliveLoop() {
 		// No extension while even the smallest would carry the end further
 		// than keepAliveAhead from now: the round comes when it no longer
 		// would (an extension left unanswered included, which the worker
-		// may not have applied: the lease needs one then). Looked at again
+		// may not have applied: the lease needs one then), or once a third
+		// of the lease is left by the deadline (above). Looked at again
 		// every third of the lease meanwhile, as the deadline may move in
 		// (a suspend, an answer of a newer revision).
 		for {
 			l.mu.Lock()
-			early := time.Until(l.deadline) + minExtension - l.keepAliveAhead()
+			early := min(time.Until(l.workerEnd())+minExtension-l.keepAliveAhead(), time.Until(l.deadline)-l.lease/3)
 			lease := l.lease
 			l.mu.Unlock()
 			if early <= 0 {
@@ -1335,15 +1374,15 @@ func (l *Lease) keepAliveLoop() {
 			}
 		}
 		l.mu.Lock()
-		deadline, lease, room, capped := l.deadline, l.lease, l.capRoom(), l.capReached()
+		deadline, end, lease, room, capped := l.deadline, l.workerEnd(), l.lease, l.capRoom(), l.capReached()
 		l.mu.Unlock()
 		if capped {
 			return
 		}
-		// The end goes back to a lease from now or, where less than
-		// minExtension is due, that much further: within keepAliveAhead
-		// either way (the wait above).
-		ext := lease - time.Until(deadline) - owed
+		// The worker's end goes back to a lease from now or, where less
+		// than minExtension is due, that much further: within
+		// keepAliveAhead either way (the wait above).
+		ext := lease - time.Until(end) - owed
 		ext = max(ext, minExtension)
 		ext = min(ext, time.Duration(topics.MaxLeaseSeconds)*time.Second, room)
 		// An extension that cannot arrive before the lease ends is useless;
