@@ -35,6 +35,9 @@ type acquireOptions struct {
 	session        *Session
 	lockDelay      time.Duration
 	maxHold        time.Duration
+	// invalid says why an option given cannot apply (WithSession(nil)):
+	// the acquire is refused with it, as ErrInvalidRequest, unsent.
+	invalid string
 }
 
 // Mode is how an acquire holds a lock.
@@ -240,9 +243,7 @@ func (c *Client) TryAcquire(ctx context.Context, name string, opts ...AcquireOpt
 
 func (c *Client) acquireOptions(opts []AcquireOption) acquireOptions {
 	o := acquireOptions{lease: c.cfg.LeaseDuration, keepAlive: true}
-	for _, opt := range opts {
-		opt(&o)
-	}
+	applyOptions(&o, opts)
 	if o.owner == "" {
 		var b [6]byte
 		_, _ = rand.Read(b[:])
@@ -252,9 +253,30 @@ func (c *Client) acquireOptions(opts []AcquireOption) acquireOptions {
 	return o
 }
 
+// applyOptions applies opts to o in order, skipping nil ones: an option
+// left unset (var opt WatchOption; if verbose { opt = OnFetchError(f) })
+// is no option, not a nil dereference.
+func applyOptions[T any, O ~func(*T)](o *T, opts []O) {
+	for _, opt := range opts {
+		if opt != nil {
+			opt(o)
+		}
+	}
+}
+
+// invalidRequest is a call the client refuses before it sends anything,
+// as the worker would refuse its command: an *Error wrapping
+// ErrInvalidRequest.
+func invalidRequest(msg string) error {
+	return &Error{Code: topics.CodeInvalidRequest, Message: msg}
+}
+
 func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*Lease, error) {
 	if err := c.sends(); err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
+	}
+	if o.invalid != "" {
+		return nil, fmt.Errorf("acquiring lock %q: %w", name, invalidRequest(o.invalid))
 	}
 	if o.metaErr != nil {
 		return nil, fmt.Errorf("acquiring lock %q: encoding metadata: %w", name, o.metaErr)
@@ -579,7 +601,8 @@ func ownersToken(li *topics.LockInfo, owner string) (int64, bool) {
 // WithLock runs fn while holding the lock name: it acquires it (waiting as
 // Acquire does), runs fn with a context that is cancelled if the lease is
 // lost, and releases the lock when fn returns. If the lease was lost while
-// fn ran, the error wraps ErrLeaseLost (and fn's error, if any).
+// fn ran, the error wraps ErrLeaseLost (and fn's error, if any). A nil c or
+// fn is refused at once, with an error wrapping ErrInvalidRequest.
 func WithLock(ctx context.Context, c *Client, name string, fn func(ctx context.Context, l *Lease) error, opts ...AcquireOption) error {
 	return withLock(ctx, c, name, fn, opts)
 }
@@ -593,6 +616,14 @@ func WithRLock(ctx context.Context, c *Client, name string, fn func(ctx context.
 }
 
 func withLock(ctx context.Context, c *Client, name string, fn func(ctx context.Context, l *Lease) error, opts []AcquireOption) error {
+	// Refused before anything is acquired: a nil fn would panic only
+	// once the lock was taken.
+	switch {
+	case c == nil:
+		return fmt.Errorf("acquiring lock %q: %w", name, invalidRequest("no client: the *Client is nil"))
+	case fn == nil:
+		return fmt.Errorf("acquiring lock %q: %w", name, invalidRequest("no function to run: fn is nil"))
+	}
 	l, err := c.Acquire(ctx, name, opts...)
 	if err != nil {
 		return err

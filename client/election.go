@@ -48,7 +48,9 @@ type Election struct {
 	name string
 }
 
-// NewElection returns the election name of c's Namespace.
+// NewElection returns the election name of c's Namespace. Given a nil c,
+// its Campaign, Leader and Observe fail with an error wrapping
+// ErrInvalidRequest.
 func NewElection(c *Client, name string) *Election {
 	return &Election{c: c, name: name}
 }
@@ -57,6 +59,16 @@ func NewElection(c *Client, name string) *Election {
 func (e *Election) Name() string { return e.name }
 
 func (e *Election) key() string { return topics.LockKey(e.c.cfg.Namespace, e.name) }
+
+// noClient refuses a call (doing says what it does, as its errors do) of
+// an election made with a nil *Client, which has nothing to reach Kafka
+// by, nor a Namespace to name its lock in.
+func (e *Election) noClient(doing string) error {
+	if e.c != nil {
+		return nil
+	}
+	return fmt.Errorf("%s election %q: %w", doing, e.name, invalidRequest("NewElection was given a nil *Client"))
+}
 
 // Leadership is a won campaign: the Lease of the election's lock, kept alive
 // until Resign. Its Token is the leadership's fencing token; Lost is closed
@@ -217,6 +229,9 @@ func CampaignMetadata(value string) json.RawMessage {
 // shorter than the round trip, or an outage of the workers, PostgreSQL or
 // Kafka longer than it), Campaign returns its loss (ErrLeaseLost).
 func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOption) (*Leadership, error) {
+	if err := e.noClient("campaigning in"); err != nil {
+		return nil, err
+	}
 	if err := e.c.sends(); err != nil {
 		return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), err)
 	}
@@ -423,13 +438,16 @@ func pause(ctx context.Context, d time.Duration) bool {
 }
 
 func (e *Election) invalid(msg string) error {
-	return fmt.Errorf("campaigning in election %q: %w", e.key(), &Error{Code: topics.CodeInvalidRequest, Message: msg})
+	return fmt.Errorf("campaigning in election %q: %w", e.key(), invalidRequest(msg))
 }
 
 // Leader returns the current leader, or ErrNoLeader when nobody leads (the
 // last leader resigned, or its lease ran out even if the worker has not
 // ended it yet).
 func (e *Election) Leader(ctx context.Context) (Leader, error) {
+	if err := e.noClient("asking for the leader of"); err != nil {
+		return Leader{}, err
+	}
 	st, err := e.c.Query(ctx, e.name)
 	if err != nil {
 		return Leader{}, fmt.Errorf("asking for the leader of election %q: %w", e.key(), err)
@@ -450,6 +468,9 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 // ErrUnreachable. After its setup, the reading is retried without a word
 // unless opts has OnFetchError, which tells of its failures as for Watch.
 func (e *Election) Observe(ctx context.Context, opts ...WatchOption) (<-chan Leader, error) {
+	if err := e.noClient("observing"); err != nil {
+		return nil, err
+	}
 	states, err := e.c.Watch(ctx, e.name, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("observing election %q: %w", e.key(), err)

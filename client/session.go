@@ -105,9 +105,7 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 	generatedID := newRequestID()
 	s := &Session{ID: generatedID, TTL: ttl, c: c, lost: make(chan struct{}), ctx: ctx2, cancel: cancel, leases: map[*Lease]bool{},
 		closing: make(chan struct{}, 1)}
-	for _, o := range opts {
-		o(s)
-	}
+	applyOptions(s, opts)
 	if s.Owner == "" {
 		var b [6]byte
 		_, _ = rand.Read(b[:])
@@ -674,9 +672,14 @@ func (s *Session) keptAlive(ev topics.Event, sent sentAt) {
 // the other (lost); two that wait at once are one wait, the earlier
 // withdrawn (ErrWithdrawn) when the later takes its place; and a semaphore
 // (WithLimit) gives s one place. Acquires that must exclude each other
-// need a session each, or none.
+// need a session each, or none. A nil s (a session not opened yet) fails
+// the acquire with an error wrapping ErrInvalidRequest.
 func WithSession(s *Session) AcquireOption {
 	return func(o *acquireOptions) {
+		if s == nil {
+			o.invalid = "WithSession(nil): no session to acquire in"
+			return
+		}
 		o.session, o.owner, o.keepAlive, o.dedicatedOwner = s, s.Owner, false, true
 	}
 }

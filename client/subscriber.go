@@ -168,9 +168,7 @@ func (c *Client) Subscriber(ctx context.Context, opts ...SubscribeOption) (*kafk
 	// Clipped: a SubscribeOption appending to them copies, rather than
 	// write into the client's slices, which every call shares.
 	cfg := SubscriberConfig{Brokers: slices.Clip(c.brokers()), KafkaOpts: slices.Clip(c.baseOpts)}
-	for _, opt := range opts {
-		opt(&cfg)
-	}
+	applyOptions(&cfg, opts)
 	// Cancelled by Close, which waits for it.
 	ctx, cancel := c.opContext(ctx)
 	defer cancel()

@@ -1174,14 +1174,15 @@ func OnFetchError(fn func(error)) WatchOption {
 func (c *Client) Watch(ctx context.Context, name string, opts ...WatchOption) (<-chan LockRevision, error) {
 	key := topics.LockKey(c.cfg.Namespace, name)
 	if msg := topics.CheckLockName(name); msg != "" {
-		return nil, fmt.Errorf("watching lock %q: %w", key, &Error{Code: topics.CodeInvalidRequest, Message: msg})
+		return nil, fmt.Errorf("watching lock %q: %w", key, invalidRequest(msg))
 	}
+	// Before begin: an option that panics, the panic recovered by the
+	// caller, must not leave an operation counted that Close would wait
+	// for for ever.
+	var o watchOptions
+	applyOptions(&o, opts)
 	if err := c.begin(); err != nil {
 		return nil, fmt.Errorf("watching lock %q: %w", key, err)
-	}
-	var o watchOptions
-	for _, opt := range opts {
-		opt(&o)
 	}
 	topic := c.cfg.Topics.State
 	var part int32
