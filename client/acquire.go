@@ -264,13 +264,6 @@ func applyOptions[T any, O ~func(*T)](o *T, opts []O) {
 	}
 }
 
-// invalidRequest is a call the client refuses before it sends anything,
-// as the worker would refuse its command: an *Error wrapping
-// ErrInvalidRequest.
-func invalidRequest(msg string) error {
-	return &Error{Code: topics.CodeInvalidRequest, Message: msg}
-}
-
 func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*Lease, error) {
 	if err := c.sends(); err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)

@@ -235,6 +235,13 @@ func validate(cmd topics.Command, replyPrefix string) error {
 	return err
 }
 
+// invalidRequest is a call the client refuses before it sends anything,
+// as the worker would refuse its command: an *Error wrapping
+// ErrInvalidRequest.
+func invalidRequest(msg string) error {
+	return &Error{Code: topics.CodeInvalidRequest, Message: msg}
+}
+
 func seconds(s float64) time.Duration {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond)
 }
