@@ -34,10 +34,9 @@ type Client struct {
 	prod       *kgo.Client
 	ownProd    bool
 	cons       *kgo.Client
-	// commandPurges counts the purges of the commands topic from prod
-	// (forgetCommands, which holds purging for each).
-	commandPurges atomic.Uint64
-	purging       sync.Mutex
+	// purges counts the purges of the commands topic from prod, with every
+	// Client producing to it with prod (see purgeState).
+	purges *purgeState
 
 	closing  context.Context // cancelled by Close: operations stop
 	close    context.CancelFunc
@@ -170,6 +169,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		c.prod, c.ownProd = prod, true
 	}
+	c.purges = holdPurges(c.prod, cfg.Topics.Commands)
 	// The options are those of every reader the SDK builds too (newReader),
 	// which would consume what they say besides its own topic.
 	if opt := consumes(c.prod); opt != "" {
@@ -435,6 +435,7 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) closeKafka() {
+	dropPurges(c.purges)
 	if c.ownProd {
 		c.prod.Close()
 	}
@@ -727,12 +728,17 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 		}
 	}()
 
-	// purges: commandPurges when the failed copy was produced.
+	// purges: the purge count when the failed copy was produced.
 	type failure struct {
 		err    error
 		purges uint64
 	}
 	produceErr := make(chan failure, 1)
+	// purged: the topic was purged since the failed copy was produced.
+	type verdict struct {
+		err    error
+		purged bool
+	}
 	// delivered: the broker acknowledged a copy, or a reply was read
 	// (lock.queued), so the worker has the command or will read it: a copy
 	// that fails to go out after it (sendErr) fails nothing, and the answer
@@ -746,7 +752,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 		// commands too. A call given up returns without its record, which
 		// is sent (and withdrawn, see abandon) or fails by itself.
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
-		purges := c.commandPurges.Load()
+		purges := c.purges.count.Load()
 		c.prod.Produce(pctx, &r, func(_ *kgo.Record, err error) {
 			cancel()
 			if err == nil {
@@ -778,6 +784,13 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	}
 	var moved bool     // a lock.queued moved the resend and give-up
 	var movedBy string // its event_id
+	// A failure is judged apart from the loop, as judging it may wait for
+	// a purge, which kgo runs in its metadata loop, behind a metadata
+	// request in flight: meanwhile the loop still watches ctx, the timer
+	// and the replies, and takes no other failure (failures is nil until
+	// settled answers).
+	failures := produceErr
+	var settled chan verdict
 	defer timer.Stop()
 	for {
 		select {
@@ -810,25 +823,32 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 				resend, giveUp = now.Add(wait+every), now.Add(wait+c.cfg.RequestTimeout)
 				timer.Reset(due(now))
 			}
-		case f := <-produceErr:
+		case f := <-failures:
+			judged := make(chan verdict, 1) // so that it never waits for a loop that returned
+			failures, settled = nil, judged
+			go func() {
+				if errors.Is(f.err, kerr.UnknownTopicID) {
+					c.purges.purge(f.purges)
+				}
+				judged <- verdict{f.err, c.purges.since(f.purges)}
+			}()
+		case v := <-settled:
+			failures, settled = produceErr, nil
 			if ctx.Err() != nil {
 				return topics.Event{}, context.Cause(ctx)
 			}
-			if errors.Is(f.err, kerr.UnknownTopicID) {
-				c.forgetCommands(f.purges)
-			}
 			if delivered.Load() {
-				sendErr = f.err
+				sendErr = v.err
 				continue
 			}
-			if c.commandPurges.Load() != f.purges {
+			if v.purged {
 				// The topic was purged since the copy was produced, which
 				// failed it, or its old ID did: sent again, to the topic
 				// as kgo learns it now.
 				sendAgain(time.Now())
 				continue
 			}
-			return topics.Event{}, fmt.Errorf("%w: sending to %q: %w", ErrUnreachable, rec.Topic, f.err)
+			return topics.Event{}, fmt.Errorf("%w: sending to %q: %w", ErrUnreachable, rec.Topic, v.err)
 		case <-timer.C:
 			now := time.Now()
 			if !now.Before(giveUp) {
@@ -856,28 +876,88 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	}
 }
 
-// forgetCommands purges the commands topic from the producer, as
-// kafkapubsub's Publisher.forgetTopic does its topics: once deleted, and
-// created again since (a broker back without its data), the topic fails
-// every record under its old ID (UNKNOWN_TOPIC_ID) until it is purged; the
-// next produce then learns it afresh. Records of it buffered for other
-// calls fail ("topic purged while buffered"): exchange sends them again. A
-// Config.Client's own records of the topic fail so too.
+// purgeState counts the purges of a topic from a producer (purge). Every
+// Client producing to the topic with the producer shares it (several may
+// be given one Config.Client): a purge acts on the producer, so only the
+// first of the failures one deletion causes, in any of them, may purge.
+type purgeState struct {
+	key purgeKey
+	// mu is held for each purge, and to read the count a purge leaves
+	// (since).
+	mu    sync.Mutex
+	count atomic.Uint64
+	users int // Clients holding it (holdPurges), under purgeStates.mu
+}
+
+type purgeKey struct {
+	prod  *kgo.Client
+	topic string
+}
+
+// purgeStates are the purgeStates in use: each from the New of the first
+// Client that produces to its topic with its producer to the Close of the
+// last.
+var purgeStates = struct {
+	mu sync.Mutex
+	of map[purgeKey]*purgeState
+}{of: make(map[purgeKey]*purgeState)}
+
+// holdPurges returns the purgeState of topic on prod, held until
+// dropPurges.
+func holdPurges(prod *kgo.Client, topic string) *purgeState {
+	purgeStates.mu.Lock()
+	defer purgeStates.mu.Unlock()
+	k := purgeKey{prod, topic}
+	p := purgeStates.of[k]
+	if p == nil {
+		p = &purgeState{key: k}
+		purgeStates.of[k] = p
+	}
+	p.users++
+	return p
+}
+
+// dropPurges lets go of a purgeState from holdPurges.
+func dropPurges(p *purgeState) {
+	purgeStates.mu.Lock()
+	defer purgeStates.mu.Unlock()
+	if p.users--; p.users == 0 {
+		delete(purgeStates.of, p.key)
+	}
+}
+
+// purge purges the topic from the producer, as kafkapubsub's
+// Publisher.forgetTopic does its topics: once deleted, and created again
+// since (a broker back without its data), the topic fails every record
+// under its old ID (UNKNOWN_TOPIC_ID) until it is purged; the next produce
+// then learns it afresh. Records of it buffered for other calls, of any
+// Client sharing the producer, fail ("topic purged while buffered"):
+// exchange sends them again. A Config.Client's own records of the topic
+// fail so too.
 //
 // Only the first of the failures one deletion causes purges (sent: the
-// purge count when its record was produced): a purge after others wrote
-// to the new topic would restart the idempotent producer's sequence
-// numbers there, and the broker would acknowledge the next batch as a
-// duplicate without writing it. The count moves after the purge, so a
-// record produced in between is sent again should it fail, not lost.
-func (c *Client) forgetCommands(sent uint64) {
-	c.purging.Lock()
-	defer c.purging.Unlock()
-	if c.commandPurges.Load() != sent {
+// count when its record was produced): a purge after others wrote to the
+// new topic would restart the idempotent producer's sequence numbers
+// there, and the broker would acknowledge the next batch as a duplicate
+// without writing it. The count moves after the purge, so a record
+// produced in between is sent again should it fail, not lost.
+func (p *purgeState) purge(sent uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.count.Load() != sent {
 		return // purged since it was produced
 	}
-	c.prod.PurgeTopicsFromProducing(c.cfg.Topics.Commands)
-	c.commandPurges.Add(1)
+	p.key.prod.PurgeTopicsFromProducing(p.key.topic)
+	p.count.Add(1)
+}
+
+// since reports whether the topic was purged since a record produced at
+// count sent. It waits for a purge under way: a record that purge failed
+// while buffered, read before its count moved, would seem failed for good.
+func (p *purgeState) since(sent uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.count.Load() != sent
 }
 
 // opContext is ctx, also cancelled (with cause ErrClosed) when the client

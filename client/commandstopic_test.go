@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/internal/e2e"
@@ -30,6 +31,49 @@ func TestCommandsFollowTheCommandsTopicCreatedAgain(t *testing.T) {
 	held, err := c.TryAcquire(ctx, uniq("recreated-commands"), client.WithoutKeepAlive(), client.WithLease(time.Minute))
 	require.NoError(t, err)
 
+	recreateCommandsTopic(ctx, t, e, w)
+
+	// Within ReplyTimeout: answered by the resend after the purge, not by
+	// one a ReplyTimeout later.
+	ctx, cancel := context.WithTimeout(ctx, client.DefaultReplyTimeout)
+	defer cancel()
+	requireAllAcquire(ctx, t, []*client.Client{c}, 4, func() error { return held.Extend(ctx, time.Minute) })
+}
+
+// Clients sharing one Config.Client purge the recreated commands topic
+// from it once between them: a second purge would fail the records the
+// first one's callers sent again ("topic purged while buffered"), or, were
+// they written already, restart the idempotent producer's sequence numbers
+// on the new topic.
+func TestCommandsTopicCreatedAgainPurgedOnceFromASharedClient(t *testing.T) {
+	ctx := ctxT(t)
+	e := e2e.New(t)
+	w := e.StartWorker(e2e.WorkerOpts{Name: "first"})
+	prod, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.MetadataMinAge(time.Second),
+		kgo.RetryBackoffFn(func(int) time.Duration { return 100 * time.Millisecond }))
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	cs := make([]*client.Client, 8)
+	for i := range cs {
+		c, err := client.New(ctx, client.Config{Client: prod, Requester: uniq("shared-purge")})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		cs[i] = c
+	}
+	// The producer learns the topic's ID.
+	requireAllAcquire(ctx, t, cs[:1], 1)
+
+	recreateCommandsTopic(ctx, t, e, w)
+
+	ctx, cancel := context.WithTimeout(ctx, client.DefaultReplyTimeout)
+	defer cancel()
+	requireAllAcquire(ctx, t, cs, 4)
+}
+
+// recreateCommandsTopic stops w, deletes the commands topic and creates it
+// again with as many partitions, empty, then starts another worker.
+func recreateCommandsTopic(ctx context.Context, t *testing.T, e *e2e.Env, w *e2e.Worker) {
+	t.Helper()
 	adm := kadm.NewClient(e.Producer())
 	details, err := adm.ListTopics(ctx, e.Names.Commands)
 	require.NoError(t, err)
@@ -41,23 +85,28 @@ func TestCommandsFollowTheCommandsTopicCreatedAgain(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, created.Err)
 	e.StartWorker(e2e.WorkerOpts{Name: "second"})
+}
 
-	// Within ReplyTimeout: answered by the resend after the purge, not by
-	// one a ReplyTimeout later.
-	ctx, cancel := context.WithTimeout(ctx, client.DefaultReplyTimeout)
-	defer cancel()
+// requireAllAcquire has each client acquire and release `each` locks, and
+// runs also, all at once, and requires that none fails.
+func requireAllAcquire(ctx context.Context, t *testing.T, cs []*client.Client, each int, also ...func() error) {
+	t.Helper()
 	var wg sync.WaitGroup
-	errs := make(chan error, 5)
-	for range 4 {
-		wg.Go(func() {
-			l, err := c.TryAcquire(ctx, uniq("recreated-commands"), client.WithoutKeepAlive(), client.WithLease(time.Minute))
-			if err == nil {
-				err = l.Release(ctx)
-			}
-			errs <- err
-		})
+	errs := make(chan error, len(cs)*each+len(also))
+	for _, c := range cs {
+		for range each {
+			wg.Go(func() {
+				l, err := c.TryAcquire(ctx, uniq("recreated-commands"), client.WithoutKeepAlive(), client.WithLease(time.Minute))
+				if err == nil {
+					err = l.Release(ctx)
+				}
+				errs <- err
+			})
+		}
 	}
-	wg.Go(func() { errs <- held.Extend(ctx, time.Minute) })
+	for _, f := range also {
+		wg.Go(func() { errs <- f() })
+	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {

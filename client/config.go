@@ -87,7 +87,10 @@ type Config struct {
 	// the clients that read replies and the lock state topic. It must not
 	// consume (no ConsumeTopics, ConsumePartitions or ConsumerGroup: New
 	// fails with ErrInvalidConfig) since the SDK reads with its own
-	// clients, without a group. Close does not close it. Its partitioner
+	// clients, without a group. Close does not close it. Several Clients
+	// may be given one: when the commands topic is deleted and created
+	// again, the first command of any of them that fails on it purges the
+	// topic from the shared client, once for them all. Its partitioner
 	// must put a record in the partition its key hashes to by murmur2, as
 	// kgo's default does (or kgo.StickyKeyPartitioner(nil)): New cannot
 	// check it (see KafkaOpts for why). New cannot change its options:
