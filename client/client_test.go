@@ -308,12 +308,12 @@ func dropNextProduceThen(t *testing.T, e *e2e.Env, topic string, then func()) *a
 	return &dropped
 }
 
-// holdNextProduce holds e's broker's next produce to topic for d, as a
-// broker frozen meanwhile (SIGSTOP) would, and then stores it; the broker's
-// other connections go on meanwhile. It returns how many produces were held
-// so far (0 or 1). Not used by the test's end, the hold is dropped, and
-// holds no other test's produce.
-func holdNextProduce(t *testing.T, e *e2e.Env, topic string, d time.Duration) *atomic.Int32 {
+// holdProduces holds e's broker's next n produces to topic (every one when
+// n is 0) for d each, as a broker frozen meanwhile (SIGSTOP) or far away
+// would, and then stores them; the broker's other connections go on
+// meanwhile. It returns how many produces were held so far. Not used up by
+// the test's end, the hold is dropped, and holds no other test's produce.
+func holdProduces(t *testing.T, e *e2e.Env, topic string, d time.Duration, n int32) *atomic.Int32 {
 	t.Helper()
 	is := topicIs(t, e, topic)
 	var held atomic.Int32
@@ -324,11 +324,13 @@ func holdNextProduce(t *testing.T, e *e2e.Env, topic string, d time.Duration) *a
 			e.Cluster.DropControl()
 			return nil, nil, false
 		}
+		e.Cluster.KeepControl()
 		if !producesTo(kr.(*kmsg.ProduceRequest), is) {
 			return nil, nil, false
 		}
-		e.Cluster.DropControl()
-		held.Add(1)
+		if held.Add(1) == n {
+			e.Cluster.DropControl()
+		}
 		e.Cluster.SleepControl(func() { time.Sleep(d) })
 		return nil, nil, false
 	})

@@ -130,7 +130,7 @@ func TestKeepAliveAfterALateExtensionStaysWithinItsLease(t *testing.T) {
 	require.NoError(t, err)
 	// The next command is the keep-alive's next extension, a third of the
 	// lease after this one.
-	held := holdNextProduce(t, env, env.Names.Commands, delay)
+	held := holdProduces(t, env, env.Names.Commands, delay, 1)
 	evs, err := extendedTimes(ctx, t, c, replies, l, 3)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, held.Load(), "the extension's produce was held")
@@ -139,6 +139,33 @@ func TestKeepAliveAfterALateExtensionStaysWithinItsLease(t *testing.T) {
 	}
 	require.LessOrEqual(t, ahead(evs[2]), lease+slack, "the extension after the late one carried the expiry past a lease ahead")
 	require.NoError(t, l.Release(ctx))
+}
+
+// Every command's way to the worker takes delay (each produce held, as
+// behind a slow or distant broker): a round trip of about 0.29 of the
+// lease, under the third the keep-alive holds a lease for. Each extension
+// leaves the worker's expiry a lease ahead and the lease held. Sized by the
+// worker's end as the answers showed it, less nothing, each came a round
+// trip short, and the lease was lost at the second.
+func TestKeepAliveHoldsAtARoundTripUnderAThirdOfTheLease(t *testing.T) {
+	const lease, delay, rounds, slack = 3 * time.Second, 870 * time.Millisecond, 4, 300 * time.Millisecond
+	c := newClient(t, "keepalive-round-trip")
+	replies := env.For(t).Watch(c.ReplyTopic())
+	ctx := ctxT(t)
+	lock := uniq("keepalive-round-trip")
+	_, err := c.Query(ctx, lock) // finds the reply topic, as above
+	require.NoError(t, err)
+	holdProduces(t, env, env.Names.Commands, delay, 0)
+	l, err := c.Acquire(ctx, lock, client.WithLease(lease))
+	require.NoError(t, err)
+	evs, err := extendedTimes(ctx, t, c, replies, l, rounds)
+	for i, ev := range evs {
+		t.Logf("extension %d: the expiry %v past the worker's now", i+1, ahead(ev))
+	}
+	require.NoError(t, err, "the lease was lost with every extension answered")
+	for _, ev := range evs[1:] {
+		require.GreaterOrEqual(t, ahead(ev), lease-slack, "an extension left the expiry short of a lease ahead")
+	}
 }
 
 // After Extend carried a kept-alive lease far ahead, the keep-alive sends
@@ -204,7 +231,7 @@ func TestKeepAliveAfterASlowExtendKeepsTheLease(t *testing.T) {
 	_, err = extendedTimes(ctx, t, c, replies, l, 1)
 	require.NoError(t, err)
 	require.NoError(t, l.Extend(ctx, 3*time.Second))
-	held := holdNextProduce(t, env, env.Names.Commands, delay)
+	held := holdProduces(t, env, env.Names.Commands, delay, 1)
 	require.NoError(t, l.Extend(ctx, 2*time.Second))
 	require.EqualValues(t, 1, held.Load(), "the second Extend's produce was held")
 	evs, err := extendedTimes(ctx, t, c, replies, l, 4)

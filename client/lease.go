@@ -104,6 +104,11 @@ type Lease struct {
 	// than from its command's send (update). Kept relative to deadline, so
 	// that a suspend pulling the deadline in (pullIn) pulls it in alike.
 	late time.Duration
+	// trips are the round trips of the last three answers that showed an
+	// expiry (update): the least is what the next extension's way to the
+	// worker and the last answer's way back are taken to cost, one stalled
+	// exchange left out (keepAliveLoop).
+	trips []time.Duration
 	// maxHold is the lease's cap as the worker has it: lock_info's
 	// max_hold (update), the cap of the lease's first grant, which a
 	// renewal keeps; before an answer shows it, WithMaxHold's for a lease
@@ -348,14 +353,20 @@ func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time, fresh boo
 		// way to the worker, a frozen broker's seconds included, and an
 		// extension sized by it would carry the worker's expiry that much
 		// further than a lease ahead (keepAliveLoop).
+		w, d := time.Now().Add(shown), sent.mono.Add(left)
 		latest := l.workerEnd()
-		if w := time.Now().Add(shown); newer || w.After(latest) {
+		if newer || w.After(latest) {
 			latest = w
 		}
-		if d := sent.mono.Add(left); newer || d.After(l.deadline) {
+		if newer || d.After(l.deadline) {
 			l.deadline = d
 		}
 		l.late = max(latest.Sub(l.deadline), 0)
+		// w errs late by the answer's way back, d early by the command's
+		// way there: their gap is this exchange's round trip.
+		if trip := w.Sub(d); trip >= 0 {
+			l.trips = append(l.trips[max(len(l.trips)-2, 0):], trip)
+		}
 		if b := sent.boot + left; newer || l.boot == 0 || b > l.boot {
 			l.boot = b
 		}
@@ -1375,6 +1386,15 @@ func (l *Lease) keepAliveLoop() {
 		}
 		l.mu.Lock()
 		deadline, end, lease, room, capped := l.deadline, l.workerEnd(), l.lease, l.capRoom(), l.capReached()
+		// Less a usual round trip, at most what the end may lie past the
+		// deadline: the last answer's way back, by which the end errs
+		// late, and the extension's way to the worker, which it will have
+		// gone when the worker adds it. Sized by the end alone, each
+		// extension came a round trip short, and a round trip over a
+		// quarter of the lease lost it.
+		if len(l.trips) > 0 {
+			end = end.Add(-min(slices.Min(l.trips), l.late))
+		}
 		l.mu.Unlock()
 		if capped {
 			return
