@@ -34,7 +34,10 @@
 // partition was revoked or lost meanwhile: it is then read again from the
 // committed offset by whichever member gets the partition. In consumer group
 // mode only acked offsets are committed, so a restart or rebalance may
-// redeliver messages that were delivered but not yet committed.
+// redeliver messages that were delivered but not yet committed. A
+// subscription whose topic is deleted and created again reads the new
+// topic from its start, where kgo by itself would fetch the deleted one,
+// refused, for ever (see [Subscriber.Subscribe]).
 //
 // Publish returns once Kafka has acknowledged its messages or failed them.
 // [Publisher.Close] waits for the calls in flight: with a client of its own

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -227,6 +228,22 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 // delivered. A message's context is canceled once it is acked or nacked,
 // or when the subscription ends.
 //
+// A topic deleted and created again has a new topic ID, and kgo goes on
+// fetching the deleted one's, refused (UNKNOWN_TOPIC_ID). While the topic
+// is missing, the refusal is logged and retried as above. Once the topic
+// is there again, under another ID, the subscription logs it as an error,
+// once, and reads the new topic with a new client from its start, FromEnd
+// or not (every record in it was written after the subscription started),
+// as it does partitions added to it later. In group mode it resumes
+// from the offsets the group committed for the new topic (none, unless
+// another member read it first), and does not commit the deleted topic's
+// acked offsets. Brokers before Kafka 4.2 take commits by topic name: an
+// automatic commit (kgo.AutoCommitInterval) of acked offsets sent between
+// the topic's creation and kgo's learning of the new ID, which it does
+// once fetches are refused, gives them to the new topic, which the group
+// then reads from them (from its start, by kgo's default
+// ConsumeResetOffset, if they are past its end).
+//
 // A record batch that decompresses past kgo.MaxDecompressBatchBytes
 // ([DefaultMaxDecompressBatchBytes] unless ClientOpts set it), or past 256
 // times its compressed size (its records and headers counted as the
@@ -258,13 +275,50 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, ErrClosed
 	}
 
-	unpack, bounds := fetchbound.Options(DefaultMaxDecompressBatchBytes, causeLogger{s.logger})
-	opts := clientOpts(s.cfg, bounds...)
 	start := kgo.NewOffset().AtStart()
 	if s.cfg.FromEnd {
 		start = kgo.NewOffset().AtEnd()
 	}
-	opts = append(opts, kgo.ConsumeTopics(topic), kgo.ConsumeStartOffset(start))
+	client, owned, err := s.newClient(topic, start)
+	if err != nil {
+		return nil, err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.closing, cancel)
+	out := make(chan *message.Message)
+	fields := watermill.LogFields{"topic": topic, "consumer_group": s.cfg.ConsumerGroup}
+
+	s.subs.Add(1)
+	go func() {
+		defer s.subs.Done()
+		defer close(out)
+		defer stop()
+		defer cancel()
+		s.logger.Debug("Subscription started", fields)
+		for s.consume(ctx, client, owned, out, fields) {
+			client.Close() // leaves the group, committing none of the deleted topic's offsets
+			// The new topic was created after the subscription started:
+			// every record in it is one the subscription has not read,
+			// FromEnd or not.
+			if client, owned, err = s.newClient(topic, kgo.NewOffset().AtStart()); err != nil {
+				// Cannot be: the options made the first client.
+				s.logger.Error("Subscription ended: no client for the topic created again", err, fields)
+				return
+			}
+		}
+		client.Close() // leaves the group, committing marked offsets
+		s.logger.Debug("Subscription ended", fields)
+	}()
+	return out, nil
+}
+
+// newClient returns a client consuming topic, which starts the partitions
+// it has no offset for (in group mode, none committed) at start, and in
+// group mode the partitions its member is assigned (nil outside it).
+func (s *Subscriber) newClient(topic string, start kgo.Offset) (*kgo.Client, *ownedPartitions, error) {
+	unpack, bounds := fetchbound.Options(DefaultMaxDecompressBatchBytes, causeLogger{s.logger})
+	opts := append(clientOpts(s.cfg, bounds...), kgo.ConsumeTopics(topic), kgo.ConsumeStartOffset(start))
 	var owned *ownedPartitions // nil outside group mode: every partition is read
 	if s.cfg.ConsumerGroup != "" {
 		owned = &ownedPartitions{parts: map[int32]bool{}}
@@ -274,6 +328,15 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 			}),
 			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
 				owned.set(m[topic], false)
+				if owned.isRecreated() {
+					// The marks are the deleted topic's. kgo refuses to
+					// commit them once its metadata has the new ID (an
+					// error to log), but before that a broker that takes
+					// commits by name (before Kafka 4.2) would give them
+					// to the new topic, whose first records the group
+					// would skip.
+					return
+				}
 				// What kgo does without this callback: commit the acked
 				// offsets while the partitions are still this member's.
 				if err := cl.CommitMarkedOffsets(ctx); err != nil {
@@ -287,32 +350,18 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	client, err := kgo.NewClient(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("kafkapubsub: new client: %w", err)
+		return nil, nil, fmt.Errorf("kafkapubsub: new client: %w", err)
 	}
 	unpack.Bind(client)
-
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(s.closing, cancel)
-	out := make(chan *message.Message)
-	fields := watermill.LogFields{"topic": topic, "consumer_group": s.cfg.ConsumerGroup}
-
-	s.subs.Add(1)
-	go func() {
-		defer s.subs.Done()
-		defer close(out)
-		defer client.Close() // leaves the group, committing marked offsets
-		defer stop()
-		defer cancel()
-		s.logger.Debug("Subscription started", fields)
-		s.consume(ctx, client, owned, out, fields)
-		s.logger.Debug("Subscription ended", fields)
-	}()
-	return out, nil
+	return client, owned, nil
 }
 
 // consume polls one record at a time, so that records of a partition that a
-// rebalance takes away are not delivered from a local backlog.
-func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *ownedPartitions, out chan<- *message.Message, fields watermill.LogFields) {
+// rebalance takes away are not delivered from a local backlog, until the
+// subscription ends, or the topic was deleted and created again
+// (recreated), which it reports: client, bound to the deleted topic, is
+// then to be replaced.
+func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *ownedPartitions, out chan<- *message.Message, fields watermill.LogFields) bool {
 	// kgo retries fetch and group errors itself, and one that lasts comes
 	// back at every poll: each is logged, to be seen, once until it changes
 	// or the partition's records come.
@@ -324,7 +373,11 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *own
 	for {
 		fetches := client.PollRecords(ctx, 1)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
-			return
+			return false
+		}
+		if s.recreated(ctx, client, fetches, fields) {
+			owned.setRecreated()
+			return true
 		}
 		var refused error
 		var skips []*kgo.ErrDecompressTooLarge
@@ -345,7 +398,7 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *own
 			// kgo would retry it forever, and the subscription would
 			// deliver nothing while its channel stays open.
 			s.logger.Error("Subscription ended: Kafka refuses it", refused, fields)
-			return
+			return false
 		}
 		for _, b := range skips {
 			delete(logged, b.Partition)
@@ -354,13 +407,48 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *own
 		for _, r := range fetches.Records() {
 			delete(logged, r.Partition)
 			if !s.deliver(ctx, client, owned, r, out) {
-				return
+				return false
 			}
 		}
 		if pause.After(ctx, fetches.NumRecords(), errs) != nil {
-			return
+			return false
 		}
 	}
+}
+
+// recreated reports whether fetches hold a refusal of the topic's ID
+// (UNKNOWN_TOPIC_ID, which kgo returns once it lasts) while a look-up finds
+// the topic under another ID: it was deleted and created again, and kgo,
+// which never takes on a new ID by itself, would fetch the old one, refused,
+// for ever. It logs it. A topic missing (deleted, not created again yet),
+// listed under the refused ID (a broker behind, or kgo's metadata cache,
+// which the look-up may answer from for kgo.MetadataMinAge), or a failed
+// look-up report false: the refusal is logged as any fetch error, and
+// looked at again at the next poll that brings it.
+func (s *Subscriber) recreated(ctx context.Context, client *kgo.Client, fetches kgo.Fetches, fields watermill.LogFields) bool {
+	var topic string
+	var refused kadm.TopicID // carried by every fetch that can be refused so
+	var cause error
+	for _, f := range fetches {
+		for _, t := range f.Topics {
+			for _, p := range t.Partitions {
+				if errors.Is(p.Err, kerr.UnknownTopicID) && t.TopicID != (kadm.TopicID{}) {
+					topic, refused, cause = t.Topic, t.TopicID, p.Err
+				}
+			}
+		}
+	}
+	if cause == nil {
+		return false
+	}
+	tds, err := kadm.NewClient(client).ListTopics(ctx, topic)
+	td := tds[topic]
+	if err != nil || td.Err != nil || td.ID == refused || td.ID == (kadm.TopicID{}) {
+		return false
+	}
+	s.logger.Error("Topic deleted and created again: reading the new one from its start", cause,
+		fields.Add(watermill.LogFields{"old_topic_id": refused, "topic_id": td.ID}))
+	return true
 }
 
 // skipBatch moves client past batch b, which decompresses past the bound
@@ -399,6 +487,25 @@ func isRefusal(err error) bool {
 type ownedPartitions struct {
 	mu    sync.Mutex
 	parts map[int32]bool
+	// recreated says the topic was deleted and created again: the offsets
+	// marked are the deleted topic's, not to be committed.
+	recreated bool
+}
+
+// setRecreated sets o.recreated; a no-op for a nil o (no group).
+func (o *ownedPartitions) setRecreated() {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.recreated = true
+}
+
+func (o *ownedPartitions) isRecreated() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.recreated
 }
 
 func (o *ownedPartitions) set(partitions []int32, owned bool) {
