@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,8 +43,9 @@ func (w *Worker) applyLoop(ctx context.Context, q *queue) {
 	}
 }
 
-// part is the records of one partition in one transaction, and the batches
-// of it too large to read (queueTooLarge), in offset order.
+// part is the records of one partition in one batch, and the batches of
+// it too large to read (queueTooLarge), in offset order: applied in one
+// transaction, or several when the budget cuts it (decode).
 type part struct {
 	p        *partition
 	segments int
@@ -51,13 +53,21 @@ type part struct {
 	polled   []time.Time // per record
 	skips    []*kgo.ErrDecompressTooLarge
 	// Set by the transaction:
-	next   int64                        // the partition's next offset
+	next   int64                        // the partition's next offset (below the last record or skip: cut by the budget)
 	due    time.Time                    // when the earliest lease or wait it started ends
 	marked []*kgo.ErrDecompressTooLarge // the skips it dead-letters (set by decode: apply writes each)
 }
 
+// left reports whether pt has records or skipped batches at or past the
+// next offset its last transaction set: the budget cut it (decode).
+func (pt *part) left() bool {
+	return len(pt.records) > 0 && pt.records[len(pt.records)-1].Offset >= pt.next ||
+		len(pt.skips) > 0 && pt.skips[len(pt.skips)-1].NextOffset > pt.next
+}
+
 // applySegments applies segments in one transaction, retried until it
-// commits or ctx ends. A partition whose offset another replica moved is
+// commits or ctx ends, then what the budget left out (decode) in the next,
+// until nothing is left. A partition whose offset another replica moved is
 // restarted (takenOver) and the rest applied without it; while a failing
 // batch is retried, partitions being revoked are dropped from it (their next
 // owner starts from the stored offset), as soon as they are revoked. Every
@@ -110,7 +120,21 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 			return true
 		})
 	}
-	for attempt := 1; len(parts) > 0; {
+	attempt := 1
+	// carry goes on after a commit with the parts it left records or
+	// skips of (the budget cut it: decode), in a transaction of their
+	// own, the parts done released.
+	carry := func() {
+		parts = slices.DeleteFunc(parts, func(pt *part) bool {
+			if pt.left() {
+				return false
+			}
+			release(pt)
+			return true
+		})
+		sent, start, attempt, retriedNow = nil, time.Now(), 1, false
+	}
+	for len(parts) > 0 {
 		if !w.holdParts(txCtx, parts) {
 			if ctx.Err() != nil {
 				return
@@ -123,7 +147,8 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		results, err := w.applyTx(txCtx, parts, &sent, poison, false)
 		if err == nil {
 			w.committed(parts, results, time.Since(start))
-			return
+			carry()
+			continue
 		}
 		if errors.Is(err, errStalled) {
 			continue // held above, from the next attempt on
@@ -141,10 +166,13 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 			var rest []*part
 			rest, err = w.settleMoved(txCtx, parts, moved, &sent, start)
 			switch {
+			case err == nil && rest == nil:
+				carry() // committed by an earlier attempt
+				continue
 			case err == nil:
 				for _, pt := range was {
 					if !slices.Contains(rest, pt) {
-						release(pt) // restarted (takenOver), or committed by an earlier attempt
+						release(pt) // restarted (takenOver)
 					}
 				}
 				parts = rest
@@ -289,7 +317,8 @@ func group(segs []segment) []*part {
 // one. Either an earlier attempt of this batch committed (its COMMIT's
 // answer was lost and InTx retried): PostgreSQL says *sent, the last
 // attempt whose COMMIT went with writes, committed, and nil is returned as
-// for success, what it did reported (foundCommitted). Or another replica
+// for success (the only nil rest: a restart returns the others, maybe
+// none), what it did reported (foundCommitted). Or another replica
 // moved it: that partition is restarted from the stored offset
 // (takenOver) and the other parts are returned to retry. Or it went back
 // (wentBack): the token floor is checked first.
@@ -898,25 +927,47 @@ func (t *txn) offsets(ctx context.Context, parts []*part, first *pgx.Batch) (*pg
 
 // decode skips each part's records and unreadable batches below its stored
 // offset (applied or skipped already: before this worker got the
-// partition, or redelivered), queues the move of its offset past the rest,
-// and decodes the records: invalid or quarantined records get their
-// rejection (the invalid ones that may be copies of a request also their
-// command: mayRepeat), valid commands without a request_id get
-// topic/partition/offset.
+// partition, or redelivered), takes the rest in decode order while their
+// cost (txnCost) stays within txnBudget, queues the move of its offset
+// past what it takes, and decodes the records: invalid or quarantined
+// records get their rejection (the invalid ones that may be copies of a
+// request also their command: mayRepeat), valid commands without a
+// request_id get topic/partition/offset. The first record past the budget,
+// the rest of its part (its batches skipped after it too) and the later
+// parts are left for the next transaction (applySegments), their offsets
+// not moved; the first record is always taken. The cut depends on the
+// records alone, so a retry or a probe cuts where the attempt did.
 func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison quarantine, pb *pgx.Batch) {
 	w := t.w
+	held, cut := 0, false // the cost of the records taken; whether the budget left records out
 	for i, pt := range parts {
 		pt.due = time.Time{}
+		// Set here, not by apply: an attempt whose offset guard fails
+		// before apply because an earlier attempt committed (its
+		// COMMIT's answer lost) reports the offsets that attempt moved,
+		// which are these (settleMoved).
+		pt.next, pt.marked = stored[i], nil
+		if cut {
+			continue
+		}
 		recs, polled := pt.records, pt.polled
 		for len(recs) > 0 && stored[i] >= 0 && recs[0].Offset < stored[i] {
 			recs, polled = recs[1:], polled[1:]
 		}
 		skips := unskipped(pt.skips, stored[i])
-		// Set here, not by apply: an attempt whose offset guard fails
-		// before apply because an earlier attempt committed (its
-		// COMMIT's answer lost) reports the offsets that attempt moved,
-		// which are these (settleMoved).
-		pt.next, pt.marked = stored[i], skips
+		cmds, errs := make([]topics.Command, len(recs)), make([]error, len(recs))
+		for k, r := range recs {
+			cmds[k], errs[k] = topics.Decode(r.Value, w.cfg.Names.ReplyPrefix)
+			cost := txnCost(r, cmds[k], errs[k])
+			if held > 0 && held+cost > txnBudget {
+				cut = true
+				recs, polled = recs[:k], polled[:k]
+				skips = slices.DeleteFunc(skips, func(b *kgo.ErrDecompressTooLarge) bool { return b.Offset > r.Offset })
+				break
+			}
+			held += cost
+		}
+		pt.marked = skips
 		if len(recs) == 0 && len(skips) == 0 {
 			continue
 		}
@@ -940,7 +991,7 @@ func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison 
 				td.rejections[k] = rej
 				continue
 			}
-			c, err := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix)
+			c, err := cmds[k], errs[k]
 			if err != nil {
 				td.rejections[k] = w.refused(ctx, err.(*topics.Rejection), r)
 				t.mayRepeat(td, k)
@@ -955,6 +1006,30 @@ func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison 
 			t.ids = append(t.ids, td.cmds[k].RequestID) // its generated one too
 		}
 		t.todos = append(t.todos, td)
+	}
+}
+
+// txnBudget bounds the cost (txnCost) of the records one transaction
+// takes (decode): it holds what they write until COMMIT, and a burst of
+// queries, each answered with up to topics.MaxHoldersBytes of holders,
+// would otherwise hold hundreds of MiB. What it holds is held about twice
+// over: the replies' JSON and what they were encoded from (the holders
+// as scanned). A variable for tests.
+var txnBudget = 32 << 20
+
+// txnCost bounds what record r, decoded as c (err: not a command), may
+// make its transaction hold until COMMIT: its own bytes (its dead-letter
+// copy, or what its answer repeats of it), and for a query its reply's
+// holders (topics.MaxHoldersBytes), for another command its lock's state
+// record (topics.MaxStateHolders holders' owner_metadata).
+func txnCost(r *kgo.Record, c topics.Command, err error) int {
+	switch {
+	case err != nil:
+		return len(r.Value)
+	case c.Operation == topics.OpQuery:
+		return len(r.Value) + topics.MaxHoldersBytes
+	default:
+		return len(r.Value) + topics.MaxStateHolders*topics.MaxOwnerMetadataBytes
 	}
 }
 
@@ -1064,10 +1139,14 @@ func (w *Worker) committed(parts []*part, results []result, took time.Duration) 
 		// Group offsets are only for lag tooling (committed in the
 		// background); PostgreSQL is the truth. (Neither mark moves
 		// back.)
-		if len(pt.records) > 0 {
-			w.cl.MarkCommitRecords(pt.records[len(pt.records)-1])
+		// Only what it applied: the rest of a part the budget cut is the
+		// next transaction's.
+		if n, _ := slices.BinarySearchFunc(pt.records, pt.next, func(r *kgo.Record, next int64) int {
+			return cmp.Compare(r.Offset, next)
+		}); n > 0 {
+			w.cl.MarkCommitRecords(pt.records[n-1])
 		}
-		if len(pt.skips) > 0 {
+		if len(pt.skips) > 0 && !pt.left() {
 			// The client, stopped at the last one, is moved past it only
 			// now that the stored offset is: the seek marks its offset
 			// for commit (queueTooLarge).
