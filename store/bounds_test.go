@@ -476,7 +476,7 @@ func TestDatabaseStatementTimeoutLiftedFirst(t *testing.T) {
 		st, err = store.Open(ctx, store.Config{URL: db.URL, MaxConns: 2})
 		done <- err
 	}()
-	awaitSettingsWait(t, db.URL, 2*statementTimeout, done)
+	awaitLockWait(t, db.URL, "pg_catalog.pg_settings", 2*statementTimeout, done)
 	require.NoError(t, tx.Rollback(ctx))
 	require.NoError(t, awaitDone(t, done))
 	t.Cleanup(st.Close)
@@ -522,12 +522,13 @@ func requireLocked(t *testing.T, err error) {
 	require.NoError(t, err, "locking pg_settings")
 }
 
-// awaitSettingsWait returns once a session of the database at url has
-// waited longer than d for pg_settings, failing the test if done, the
-// waiter's end, comes first. It watches on a connection of its own, in no
-// transaction: one in a transaction, such as lockSettings's, sees
-// pg_stat_activity as the transaction's first look at it found it.
-func awaitSettingsWait(t *testing.T, url string, d time.Duration, done <-chan error) {
+// awaitLockWait returns once a session of the database at url has waited
+// longer than d for a lock on relation (resolved on url's search_path),
+// failing the test if done, the waiter's end, comes first. It watches on a
+// connection of its own, in no transaction: one in a transaction, such as
+// lockSettings's, sees pg_stat_activity as the transaction's first look at
+// it found it.
+func awaitLockWait(t *testing.T, url, relation string, d time.Duration, done <-chan error) {
 	t.Helper()
 	ctx := context.Background()
 	c, err := pgx.Connect(ctx, url)
@@ -537,14 +538,14 @@ func awaitSettingsWait(t *testing.T, url string, d time.Duration, done <-chan er
 	for waited := false; !waited; {
 		select {
 		case err := <-done:
-			t.Fatalf("ended while it waited for pg_settings: %v", err)
+			t.Fatalf("ended while it waited for %s: %v", relation, err)
 		case <-giveUp:
-			t.Fatal("nothing waited for pg_settings")
+			t.Fatalf("nothing waited for %s", relation)
 		case <-time.After(10 * time.Millisecond):
 		}
 		require.NoError(t, c.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-			WHERE a.datname = current_database() AND l.relation = 'pg_catalog.pg_settings'::regclass AND NOT l.granted
-			AND clock_timestamp() - a.query_start > $1::interval)`, d).Scan(&waited))
+			WHERE a.datname = current_database() AND l.relation = $1::regclass AND NOT l.granted
+			AND clock_timestamp() - a.query_start > $2::interval)`, relation, d).Scan(&waited))
 	}
 }
 

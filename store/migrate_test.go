@@ -112,7 +112,7 @@ func TestMigrateLockWaitIsBoundedAndRetried(t *testing.T) {
 	st := sc.Open(t, cfg)
 	migrateTo(t, st, 9) // 010 alters locks
 
-	_, tx := holdLocks(t, sc.URL)
+	tx := holdLocks(t, sc.URL)
 
 	listener, err := pgx.Connect(ctx, sc.URL)
 	require.NoError(t, err)
@@ -411,7 +411,7 @@ func TestMigrateIgnoresStatementTimeout(t *testing.T) {
 	sc := testdb.NewSchema(t)
 	migrateTo(t, sc.Open(t, store.Config{}), 9) // 010 alters locks
 
-	blocker, tx := holdLocks(t, sc.URL)
+	tx := holdLocks(t, sc.URL)
 
 	const statementTimeout = 200 * time.Millisecond
 	timed := sc
@@ -423,21 +423,8 @@ func TestMigrateIgnoresStatementTimeout(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- st.Migrate(ctx) }()
 
-	// Released once the migration has waited for it twice the timeout (by
-	// the clock: now() is the blocker transaction's start).
-	giveUp := time.After(30 * time.Second)
-	for waited := false; !waited; {
-		select {
-		case err := <-done:
-			t.Fatalf("the migration ended while it waited for the table: %v", err)
-		case <-giveUp:
-			t.Fatal("the migration never waited for the table")
-		case <-time.After(10 * time.Millisecond):
-		}
-		require.NoError(t, blocker.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-			WHERE l.relation = 'locks'::regclass AND NOT l.granted AND clock_timestamp() - a.query_start > $1::interval)`,
-			2*statementTimeout).Scan(&waited))
-	}
+	// Released once the migration has waited for it twice the timeout.
+	awaitLockWait(t, sc.URL, "locks", 2*statementTimeout, done)
 	require.NoError(t, tx.Rollback(ctx))
 	require.NoError(t, awaitDone(t, done))
 	requireSchema(t, sc.Open(t, store.Config{})) // read without the timeout, which a busy machine's catalog reads may pass
@@ -480,16 +467,16 @@ func TestMigrateLiftsDatabaseStatementTimeoutFirst(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("migrated without a second migration: %v", err)
 	}
-	awaitSettingsWait(t, db.URL, 2*statementTimeout, done)
+	awaitLockWait(t, db.URL, "pg_catalog.pg_settings", 2*statementTimeout, done)
 	require.NoError(t, tx.Rollback(ctx))
 	require.NoError(t, awaitDone(t, done))
 	requireSchema(t, st)
 }
 
-// holdLocks opens a connection to url whose transaction holds ACCESS SHARE
-// on locks until it ends (010 alters locks, so it waits), closed with the
-// test.
-func holdLocks(t *testing.T, url string) (*pgx.Conn, pgx.Tx) {
+// holdLocks returns a transaction, on a connection of its own to url, that
+// holds ACCESS SHARE on locks until it ends (010 alters locks, so it
+// waits), closed with the test.
+func holdLocks(t *testing.T, url string) pgx.Tx {
 	t.Helper()
 	ctx := context.Background()
 	blocker, err := pgx.Connect(ctx, url)
@@ -500,7 +487,7 @@ func holdLocks(t *testing.T, url string) (*pgx.Conn, pgx.Tx) {
 	t.Cleanup(func() { tx.Rollback(context.WithoutCancel(ctx)) }) //nolint:errcheck // ended by the test, or with it
 	_, err = tx.Exec(ctx, `SELECT count(*) FROM locks`)
 	require.NoError(t, err)
-	return blocker, tx
+	return tx
 }
 
 // A replica that freezes (the proxy hangs: TCP stays up, as for a paused
