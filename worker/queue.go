@@ -17,10 +17,19 @@ import (
 type segment struct {
 	p        *partition
 	records  []*kgo.Record
+	bytes    int // the records' keys, values and headers (detach)
 	polledAt time.Time
 	lost     *kgo.ErrDataLoss
 	tooLarge *kgo.ErrDecompressTooLarge
 }
+
+// maxQueuedBytes is a queue's default byte bound (queue.maxBytes): what
+// about 3,600 commands of the contract's largest fields (4,000 bytes of
+// owner_metadata, 255 of lock_name and owner_id) take, so that ordinary
+// commands are bounded by the record count, and about 256 records of
+// 64 KiB. A lane holds about twice it at most (the batch in its
+// transaction and the queue behind it), plus a poll or two.
+const maxQueuedBytes = 16 << 20
 
 // queue hands polled records from the poll loop to an applier. The applier
 // takes everything that arrived while its last transaction ran, so batches
@@ -30,15 +39,18 @@ type queue struct {
 	cond    *sync.Cond
 	pending []segment
 	records int
-	// limit bounds pending records: submit blocks beyond it, which is the
-	// backpressure on polling.
-	limit   int
-	closed  bool // no more submits
-	stopped bool // the applier is gone: nothing more is taken
+	bytes   int // the pending segments' bytes
+	// limit and maxBytes bound pending records and their bytes: submit
+	// blocks once either is reached, which is the backpressure on
+	// polling. Like the records, the bytes of one poll may pass the bound:
+	// an empty queue takes any poll.
+	limit, maxBytes int
+	closed          bool // no more submits
+	stopped         bool // the applier is gone: nothing more is taken
 }
 
-func newQueue(limit int) *queue {
-	q := &queue{limit: limit}
+func newQueue(limit, maxBytes int) *queue {
+	q := &queue{limit: limit, maxBytes: maxBytes}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
@@ -61,7 +73,7 @@ func (q *queue) submit(segs []segment) bool {
 		if len(segs) == 0 {
 			return true // nothing left to queue
 		}
-		if q.records < q.limit || q.closed || q.stopped {
+		if (q.records < q.limit && q.bytes < q.maxBytes) || q.closed || q.stopped {
 			break
 		}
 		q.cond.Wait()
@@ -75,6 +87,7 @@ func (q *queue) submit(segs []segment) bool {
 	q.pending = append(q.pending, segs...)
 	for _, s := range segs {
 		q.records += len(s.records)
+		q.bytes += s.bytes
 	}
 	q.cond.Broadcast()
 	return true
@@ -93,6 +106,7 @@ func (q *queue) discard(p *partition) {
 			return false
 		}
 		q.records -= len(s.records)
+		q.bytes -= s.bytes
 		p.pending.Done()
 		return true
 	})
@@ -120,6 +134,7 @@ func (q *queue) take() (segs []segment, ok bool) {
 	segs, q.pending = q.pending[:n:n], q.pending[n:]
 	for _, s := range segs {
 		q.records -= len(s.records)
+		q.bytes -= s.bytes
 	}
 	q.cond.Broadcast()
 	return segs, true
@@ -140,7 +155,7 @@ func (q *queue) stop() []segment {
 	defer q.mu.Unlock()
 	q.closed, q.stopped = true, true
 	left := q.pending
-	q.pending, q.records = nil, 0
+	q.pending, q.records, q.bytes = nil, 0, 0
 	q.cond.Broadcast()
 	return left
 }

@@ -18,7 +18,7 @@ func segsOf(p *partition, n int) []segment {
 
 // What arrives while the applier works is taken at once, as one batch.
 func TestQueueMergesPolls(t *testing.T) {
-	q := newQueue(100)
+	q := newQueue(100, maxQueuedBytes)
 	require.True(t, q.submit(segs(3)))
 	require.True(t, q.submit(segs(4)))
 	got, ok := q.take()
@@ -30,7 +30,7 @@ func TestQueueMergesPolls(t *testing.T) {
 // and after it, so the applier handles it between those records; the
 // records taken leave room for more.
 func TestQueueTakesALossAlone(t *testing.T) {
-	q := newQueue(10)
+	q := newQueue(10, maxQueuedBytes)
 	lost := segment{p: &partition{}, lost: &kgo.ErrDataLoss{}}
 	lost.p.pending.Add(1)
 	require.True(t, q.submit(append(segs(3), lost)))
@@ -51,7 +51,7 @@ func TestQueueTakesALossAlone(t *testing.T) {
 // submit blocks while the queue holds limit records, until the applier
 // takes them.
 func TestQueueBackpressure(t *testing.T) {
-	q := newQueue(5)
+	q := newQueue(5, maxQueuedBytes)
 	q.submit(segs(5))
 	submitted := make(chan struct{})
 	go func() { q.submit(segs(1)); close(submitted) }()
@@ -65,9 +65,32 @@ func TestQueueBackpressure(t *testing.T) {
 	<-submitted
 }
 
+// submit blocks too while the queue holds maxBytes of records, however few
+// they are; a poll past the bound is still taken by an empty queue.
+func TestQueueBoundsBytes(t *testing.T) {
+	q := newQueue(100, 10)
+	big := segs(1)
+	big[0].bytes = 15
+	require.True(t, q.submit(big), "an empty queue takes any poll")
+	small := segs(1)
+	small[0].bytes = 1
+	submitted := make(chan struct{})
+	go func() { q.submit(small); close(submitted) }()
+	select {
+	case <-submitted:
+		t.Fatal("submit did not wait for room")
+	case <-time.After(20 * time.Millisecond):
+	}
+	got, ok := q.take()
+	require.True(t, ok)
+	require.Equal(t, 15, got[0].bytes)
+	<-submitted
+	require.Equal(t, 1, q.bytes)
+}
+
 // After close the applier takes what is pending, then ends.
 func TestQueueCloseDrains(t *testing.T) {
-	q := newQueue(100)
+	q := newQueue(100, maxQueuedBytes)
 	q.submit(segs(1))
 	q.close()
 	require.False(t, q.submit(segs(1)), "closed: not taken")
@@ -80,7 +103,7 @@ func TestQueueCloseDrains(t *testing.T) {
 // Once the applier is gone, a blocked submit returns and what was pending
 // is handed back, so its partitions' pending counts can be released.
 func TestQueueStopReleasesSubmitters(t *testing.T) {
-	q := newQueue(1)
+	q := newQueue(1, maxQueuedBytes)
 	q.submit(segs(1))
 	released := make(chan bool)
 	go func() { released <- q.submit(segs(1)) }()
@@ -93,7 +116,7 @@ func TestQueueStopReleasesSubmitters(t *testing.T) {
 // or waiting for room, so its revoke does not wait for that batch; other
 // partitions' stay.
 func TestQueueDiscardReleasesADroppedPartition(t *testing.T) {
-	q := newQueue(2)
+	q := newQueue(2, maxQueuedBytes)
 	p, other := &partition{}, &partition{}
 	require.True(t, q.submit(segsOf(p, 1)))
 	require.True(t, q.submit(segsOf(other, 1))) // full

@@ -396,7 +396,7 @@ func New(cfg Config) (*Worker, error) {
 		w.withdrawnMetric = m.Withdrawn
 	}
 	for range cfg.Appliers {
-		w.lanes = append(w.lanes, newQueue(cfg.MaxPollRecords))
+		w.lanes = append(w.lanes, newQueue(cfg.MaxPollRecords, maxQueuedBytes))
 	}
 	w.hard, w.killHard = context.WithCancel(context.Background())
 	w.halted, w.halt = context.WithCancel(w.hard)
@@ -696,6 +696,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		// failing: the applier drops a revoked partition from that batch,
 		// and submit then lets go of its segments (queue.discard).
 		w.cl.AllowRebalance()
+		for _, lane := range segs {
+			for i := range lane {
+				// Outside w.mu: a poll of large records takes a while.
+				lane[i].records, lane[i].bytes = detach(lane[i].records)
+			}
+		}
 		for lane, s := range segs {
 			if len(s) > 0 {
 				w.lanes[lane].submit(s)
