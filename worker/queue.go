@@ -131,7 +131,10 @@ func (q *queue) take() (segs []segment, ok bool) {
 	case 0:
 		n = 1
 	}
-	segs, q.pending = q.pending[:n:n], q.pending[n:]
+	// The rest in an array of its own: q.pending[n:] would keep the taken
+	// segments' array, and submit append to its free end, keeping every
+	// segment taken before, and their records, as long as it has room.
+	segs, q.pending = q.pending[:n:n], slices.Clone(q.pending[n:])
 	for _, s := range segs {
 		q.records -= len(s.records)
 		q.bytes -= s.bytes

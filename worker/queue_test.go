@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
@@ -86,6 +87,38 @@ func TestQueueBoundsBytes(t *testing.T) {
 	require.Equal(t, 15, got[0].bytes)
 	<-submitted
 	require.Equal(t, 1, q.bytes)
+}
+
+// What the applier took is not kept by the queue: its records are freed
+// once the applier lets go of them, while the queue fills again.
+func TestQueueLetsGoOfWhatItGave(t *testing.T) {
+	q := newQueue(100, maxQueuedBytes)
+	freed := make(chan struct{})
+	func() {
+		r := &kgo.Record{}
+		runtime.AddCleanup(r, func(c chan struct{}) { close(c) }, freed)
+		first := segs(1)
+		first[0].records[0] = r
+		require.True(t, q.submit(first))
+		require.True(t, q.submit(segs(1)))
+		require.True(t, q.submit(segs(1))) // the queue's array has room left now
+		got, ok := q.take()
+		require.True(t, ok)
+		require.Same(t, r, got[0].records[0])
+	}()
+	require.True(t, q.submit(segs(1)))
+	deadline := time.After(5 * time.Second)
+	for done := false; !done; {
+		runtime.GC()
+		select {
+		case <-freed:
+			done = true
+		case <-deadline:
+			t.Fatal("the record taken is still reachable from the queue")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	runtime.KeepAlive(q)
 }
 
 // After close the applier takes what is pending, then ends.
