@@ -23,12 +23,15 @@ type segment struct {
 	tooLarge *kgo.ErrDecompressTooLarge
 }
 
-// maxQueuedBytes is a queue's default byte bound (queue.maxBytes): what
-// about 3,600 commands of the contract's largest fields (4,000 bytes of
-// owner_metadata, 255 of lock_name and owner_id) take, so that ordinary
-// commands are bounded by the record count, and about 256 records of
-// 64 KiB. A lane holds about twice it at most (the batch in its
-// transaction and the queue behind it), plus a poll or two.
+// maxQueuedBytes bounds the bytes of the records waiting in a lane's queue
+// (queue.maxBytes), beside their count (Config.MaxPollRecords). A thousand
+// commands with the contract's largest fields (4,000 bytes of
+// owner_metadata, 255 of lock_name and owner_id: about 5 KB each) take
+// about 5 MB, so the count bounds those; this bounds larger records (256
+// of 64 KiB, topics.MaxRecordBytes), and larger still, which a producer
+// may send past the contract. A lane holds its batch in its transaction
+// and the queue behind it, each at most this and one poll, and a poll
+// waiting for room.
 const maxQueuedBytes = 16 << 20
 
 // queue hands polled records from the poll loop to an applier. The applier

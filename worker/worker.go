@@ -125,7 +125,7 @@ type Config struct {
 	NoHistory bool
 	// MaxPollRecords bounds one poll, and the records waiting for an
 	// applier while its transaction runs (so a batch is at most about twice
-	// it). Default 1000.
+	// it; maxQueuedBytes bounds their bytes too). Default 1000.
 	MaxPollRecords int
 	// DeadLetterMaxBytes bounds a dead-letter copy: the record's key
 	// (counted twice: the relay writes it again as the partition_key
