@@ -31,7 +31,7 @@ func TestCommandsFollowTheCommandsTopicCreatedAgain(t *testing.T) {
 	held, err := c.TryAcquire(ctx, uniq("recreated-commands"), client.WithoutKeepAlive(), client.WithLease(time.Minute))
 	require.NoError(t, err)
 
-	recreateCommandsTopic(ctx, t, e, w)
+	recreateTopic(ctx, t, e, w, e.Names.Commands)
 
 	// Within ReplyTimeout: answered by the resend after the purge, not by
 	// one a ReplyTimeout later.
@@ -63,28 +63,28 @@ func TestCommandsTopicCreatedAgainPurgedOnceFromASharedClient(t *testing.T) {
 	// The producer learns the topic's ID.
 	requireAllAcquire(ctx, t, cs[:1], 1)
 
-	recreateCommandsTopic(ctx, t, e, w)
+	recreateTopic(ctx, t, e, w, e.Names.Commands)
 
 	ctx, cancel := context.WithTimeout(ctx, client.DefaultReplyTimeout)
 	defer cancel()
 	requireAllAcquire(ctx, t, cs, 4)
 }
 
-// recreateCommandsTopic stops w, deletes the commands topic and creates it
-// again with as many partitions, empty, then starts another worker.
-func recreateCommandsTopic(ctx context.Context, t *testing.T, e *e2e.Env, w *e2e.Worker) {
+// recreateTopic stops w, deletes topic and creates it again with as many
+// partitions, empty, then starts another worker, which it returns.
+func recreateTopic(ctx context.Context, t *testing.T, e *e2e.Env, w *e2e.Worker, topic string) *e2e.Worker {
 	t.Helper()
 	adm := kadm.NewClient(e.Producer())
-	details, err := adm.ListTopics(ctx, e.Names.Commands)
+	details, err := adm.ListTopics(ctx, topic)
 	require.NoError(t, err)
-	n := int32(len(details[e.Names.Commands].Partitions))
+	n := int32(len(details[topic].Partitions))
 	w.Stop()
-	_, err = adm.DeleteTopics(ctx, e.Names.Commands)
+	_, err = adm.DeleteTopics(ctx, topic)
 	require.NoError(t, err)
-	created, err := adm.CreateTopic(ctx, n, 1, nil, e.Names.Commands)
+	created, err := adm.CreateTopic(ctx, n, 1, nil, topic)
 	require.NoError(t, err)
 	require.NoError(t, created.Err)
-	e.StartWorker(e2e.WorkerOpts{Name: "second"})
+	return e.StartWorker(e2e.WorkerOpts{Name: "second"})
 }
 
 // requireAllAcquire has each client acquire and release `each` locks, and

@@ -181,17 +181,7 @@ func TestWatchFollowsTheStateTopicCreatedAgain(t *testing.T) {
 	require.EqualValues(t, 1, lr.Revision)
 	require.Equal(t, client.StatusAcquired, lr.Status)
 
-	adm := kadm.NewClient(e.Producer())
-	details, err := adm.ListTopics(ctx, e.Names.State)
-	require.NoError(t, err)
-	n := int32(len(details[e.Names.State].Partitions))
-	w.Stop()
-	_, err = adm.DeleteTopics(ctx, e.Names.State)
-	require.NoError(t, err)
-	created, err := adm.CreateTopic(ctx, n, 1, nil, e.Names.State)
-	require.NoError(t, err)
-	require.NoError(t, created.Err)
-	w = e.StartWorker(e2e.WorkerOpts{Name: "second"})
+	w = recreateTopic(ctx, t, e, w, e.Names.State)
 	_, err = w.W.PublishFirstStates(ctx) // finds the topic created again: republishes revision 1
 	require.NoError(t, err)
 
