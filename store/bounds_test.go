@@ -461,11 +461,8 @@ func TestServerStatementTimeoutLifted(t *testing.T) {
 func TestDatabaseStatementTimeoutLiftedFirst(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := testdb.NewDatabase(t, "")
 	const statementTimeout = 200 * time.Millisecond
-	locker := settingsLocker(t, db.URL)
-	_, err := locker.Exec(ctx, `ALTER DATABASE `+db.Name+` SET statement_timeout = `+strconv.FormatInt(statementTimeout.Milliseconds(), 10))
-	require.NoError(t, err)
+	db, locker := timedDatabase(t, statementTimeout)
 	tx, err := lockSettings(ctx, locker)
 	requireLocked(t, err)
 
@@ -487,15 +484,20 @@ func TestDatabaseStatementTimeoutLiftedFirst(t *testing.T) {
 	requireGiven(t, db, "statement_timeout", "60000", "1min")
 }
 
-// settingsLocker is a connection to the database at url, closed with the
-// test (which releases lockSettings's lock), for lockSettings.
-func settingsLocker(t *testing.T, url string) *pgx.Conn {
+// timedDatabase returns a database of its own whose statement_timeout is
+// d (a role's would do the same), and a connection to it (closed with the
+// test) for lockSettings: the lock holds up every new connection to the
+// database.
+func timedDatabase(t *testing.T, d time.Duration) (testdb.Schema, *pgx.Conn) {
 	t.Helper()
 	ctx := context.Background()
-	c, err := pgx.Connect(ctx, url)
+	db := testdb.NewDatabase(t, "")
+	c, err := pgx.Connect(ctx, db.URL)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close(context.WithoutCancel(ctx)) })
-	return c
+	_, err = c.Exec(ctx, `ALTER DATABASE `+db.Name+` SET statement_timeout = `+strconv.FormatInt(d.Milliseconds(), 10))
+	require.NoError(t, err)
+	return db, c
 }
 
 // lockSettings locks pg_settings, the view a connection's settings

@@ -439,11 +439,8 @@ func TestMigrateIgnoresStatementTimeout(t *testing.T) {
 func TestMigrateLiftsDatabaseStatementTimeoutFirst(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := testdb.NewDatabase(t, "")
 	const statementTimeout = 200 * time.Millisecond
-	locker := settingsLocker(t, db.URL)
-	_, err := locker.Exec(ctx, `ALTER DATABASE `+db.Name+` SET statement_timeout = `+strconv.FormatInt(statementTimeout.Milliseconds(), 10))
-	require.NoError(t, err)
+	db, locker := timedDatabase(t, statementTimeout)
 	st := db.Open(t, store.Config{}) // after: a session's RESET ALL returns to the database's setting as the session began
 
 	var tx pgx.Tx
