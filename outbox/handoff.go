@@ -38,7 +38,7 @@ type Slot struct {
 	run   uint64 // the partition's run it was taken in
 	state slotState
 	rows  []row
-	bytes int // of rows, counted in the partition's heldBytes
+	bytes int // of rows, counted in the partition's heldBytes and the relay's handed
 }
 
 type slotState uint8
@@ -136,14 +136,12 @@ func (s *Slot) resolve(st slotState, rows []row, size int) {
 	// the run reads them from the table (partition.awaitDue).
 	queued := s.run == p.runs && p.running
 	if s.state == slotPending {
-		if st == slotRows && queued && p.held > 0 && (p.held+len(rows) > p.maxHeld || p.heldBytes+size > p.maxHeldBytes) {
+		if st == slotRows && queued && !p.holdRows(len(rows), size) {
 			st, rows, size = slotDirty, nil, 0
 		}
 		s.state, s.rows = st, rows
 		if queued {
 			s.bytes = size
-			p.held += len(rows)
-			p.heldBytes += size
 			p.compact(s)
 		}
 	}
@@ -151,13 +149,37 @@ func (s *Slot) resolve(st slotState, rows []row, size int) {
 	p.signal()
 }
 
+// holdRows counts n rows of size bytes held in the queue and says true, unless
+// they go past maxHeld rows or the relay's budget (handed) while the queue
+// holds rows already: the first are held whatever their size and whatever
+// the other partitions hold. p.hmu is held.
+func (p *partition) holdRows(n, size int) bool {
+	if n == 0 {
+		return true // an empty slot, which compact drops
+	}
+	first := p.held == 0
+	if !first && p.held+n > p.maxHeld || !p.handed.take(size, first) {
+		return false
+	}
+	p.held += n
+	p.heldBytes += size
+	return true
+}
+
+// dropHeld forgets the rows the queue holds, their bytes given back to the
+// relay's budget. p.hmu is held.
+func (p *partition) dropHeld() {
+	p.handed.give(p.heldBytes)
+	p.held, p.heldBytes = 0, 0
+}
+
 // compact drops from the queue what s, just resolved, makes redundant:
 // s itself when it was filled with no rows, and one of two dirty slots
 // side by side, which say the same (read the table) wherever a pass stops
 // taking slots. While no pass takes them (one stuck in a publish Kafka
 // does not answer) and commits go on, the queue then holds at most about
-// twice as many slots as are pending or filled, which maxHeld and
-// maxHeldBytes bound, rather than one more per commit.
+// twice as many slots as are pending or filled, which maxHeld and the
+// relay's budget bound, rather than one more per commit.
 func (p *partition) compact(s *Slot) {
 	i, ok := slices.BinarySearchFunc(p.slots, s.seq, func(x *Slot, seq uint64) int { return cmp.Compare(x.seq, seq) })
 	if !ok {
@@ -181,7 +203,8 @@ func (p *partition) compact(s *Slot) {
 func (p *partition) startHandoff() uint64 {
 	p.hmu.Lock()
 	defer p.hmu.Unlock()
-	p.running, p.slots, p.filter, p.reads, p.held, p.heldBytes = true, nil, nil, nil, 0, 0
+	p.running, p.slots, p.filter, p.reads = true, nil, nil, nil
+	p.dropHeld()
 	p.runs++
 	return p.runs
 }
@@ -197,7 +220,8 @@ func (p *partition) stopHandoff(run uint64) {
 	if p.runs != run {
 		return // a later Run's queue
 	}
-	p.running, p.slots, p.filter, p.reads, p.held, p.heldBytes = false, nil, nil, nil, 0, 0
+	p.running, p.slots, p.filter, p.reads = false, nil, nil, nil
+	p.dropHeld()
 }
 
 // minSlotsCap is the capacity of the hand-off queue's array kept however
@@ -210,18 +234,20 @@ const minSlotsCap = 256
 func (p *partition) takeSlots() (rows []row, dirty bool) {
 	p.hmu.Lock()
 	defer p.hmu.Unlock()
-	n := 0
+	n, freed := 0, 0
 	for ; n < len(p.slots) && p.slots[n].state != slotPending; n++ {
 		s := p.slots[n]
 		dirty = dirty || s.state == slotDirty
 		p.held -= len(s.rows)
-		p.heldBytes -= s.bytes
+		freed += s.bytes
 		for _, x := range s.rows {
 			if read, ok := p.filter[x.id]; !ok || s.seq > read {
 				rows = append(rows, x)
 			}
 		}
 	}
+	p.heldBytes -= freed
+	p.handed.give(freed)
 	p.slots = slices.Delete(p.slots, 0, n)
 	if cap(p.slots) > minSlotsCap && len(p.slots) <= cap(p.slots)/4 {
 		// The queue grew while a publish hung: let that array go.

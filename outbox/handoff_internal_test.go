@@ -16,7 +16,7 @@ var committedAt = time.Now()
 // read from the table, so memory does not grow with every commit; the first
 // slot is held whatever its size, and room comes back once slots are taken.
 func TestHandoffHoldsBoundedRows(t *testing.T) {
-	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, maxHeldBytes: 1 << 20}
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, handed: &budget{max: 1 << 20}}
 	r := &Relay{parts: map[int32]*partition{1: p}}
 	p.startHandoff()
 	fill := filler(r, Row{Partition: 1, Topic: "t", CreatedAt: committedAt})
@@ -41,7 +41,7 @@ func TestHandoffHoldsBoundedRows(t *testing.T) {
 // beyond maxHeld or rolled back. What is taken is as before, and the
 // array the queue grew to is let go once the slots are taken.
 func TestHandoffHoldsBoundedSlots(t *testing.T) {
-	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, maxHeldBytes: 1 << 20}
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, handed: &budget{max: 1 << 20}}
 	r := &Relay{parts: map[int32]*partition{1: p}}
 	p.startHandoff()
 	fill := filler(r, Row{Partition: 1, Topic: "t", CreatedAt: committedAt})
@@ -87,7 +87,7 @@ func TestHandoffHoldsBoundedSlots(t *testing.T) {
 // the new run holds (which reads its rows from the table:
 // TestSlotOfAStoppedRunKeepsOrder).
 func TestSlotOfAnEarlierRunIsNotHeld(t *testing.T) {
-	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, maxHeldBytes: 1 << 20}
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, handed: &budget{max: 1 << 20}}
 	r := &Relay{parts: map[int32]*partition{1: p}}
 	run := p.startHandoff()
 	old := r.Reserve(1)
@@ -106,16 +106,17 @@ func TestSlotOfAnEarlierRunIsNotHeld(t *testing.T) {
 // TestHandoffHoldsBoundedBytes: the bound counts bytes too (key, value and
 // headers), not only rows: dead-letter copies of up to DEAD_LETTER_MAX_BYTES
 // each would otherwise fill memory long before maxHeld rows. Slots filled
-// beyond maxHeldBytes are resolved dirty; the first is held whatever its
-// size; room comes back once slots are taken.
+// beyond the relay's budget are resolved dirty; the first is held whatever
+// its size; room comes back once slots are taken.
 func TestHandoffHoldsBoundedBytes(t *testing.T) {
-	r := &Relay{cfg: Config{BatchSize: 500}, parts: map[int32]*partition{}}
+	r := newRelay(t)
 	p := r.part(1) // the relay's own bounds
+	maxBytes := int(r.handed.max)
 	p.startHandoff()
 	value := make([]byte, 64<<10) // shared by every row: only the lengths count
 	fill := filler(r, Row{Partition: 1, Topic: "dlq", Key: []byte("k"), Value: value, Headers: []byte("h"), CreatedAt: committedAt})
 	size := len(value) + 2
-	perSlot := p.maxHeldBytes / size / 4 // four slots fit, a fifth does not
+	perSlot := maxBytes / size / 4 // four slots fit, a fifth does not
 	require.Less(t, 5*perSlot, p.maxHeld, "far fewer rows than the row bound")
 	var slots []*Slot
 	for range 5 {
@@ -125,17 +126,17 @@ func TestHandoffHoldsBoundedBytes(t *testing.T) {
 		require.Equal(t, slotRows, s.state, "slot %d fits", i)
 	}
 	require.Equal(t, slotDirty, slots[4].state, "beyond the bytes held: read from the table")
-	require.LessOrEqual(t, p.heldBytes, p.maxHeldBytes)
+	require.LessOrEqual(t, p.heldBytes, maxBytes)
 	rows, dirty := p.takeSlots()
 	require.Len(t, rows, 4*perSlot)
 	require.True(t, dirty)
 	require.Zero(t, p.heldBytes)
 
-	huge, next := fill(2*p.maxHeldBytes/size), fill(1)
+	huge, next := fill(2*maxBytes/size), fill(1)
 	require.Equal(t, slotRows, huge.state, "the first slot, however large")
 	require.Equal(t, slotDirty, next.state)
 	rows, _ = p.takeSlots()
-	require.Len(t, rows, 2*p.maxHeldBytes/size)
+	require.Len(t, rows, 2*maxBytes/size)
 	require.Equal(t, slotRows, fill(1).state, "room again")
 }
 
@@ -161,7 +162,7 @@ func filler(r *Relay, row Row) func(n int) *Slot {
 // on 32-bit platforms. It can fail only there (GOARCH=386, which this
 // project's CI does not run).
 func TestFillSortsByID(t *testing.T) {
-	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 10, maxHeldBytes: 1 << 20}
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 10, handed: &budget{max: 1 << 20}}
 	r := &Relay{parts: map[int32]*partition{1: p}}
 	p.startHandoff()
 	r.Reserve(1).Fill([]Row{{ID: 1<<32 + 1, Partition: 1, CreatedAt: committedAt}, {ID: 1, Partition: 1, CreatedAt: committedAt}})
@@ -177,7 +178,7 @@ func TestFillSortsByID(t *testing.T) {
 // queue is found empty. A row a read took is still left out of the slot
 // reserved before that read.
 func TestReadFilterIsBounded(t *testing.T) {
-	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 1 << 20, maxHeldBytes: 1 << 30}
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 1 << 20, handed: &budget{max: 1 << 30}}
 	r := &Relay{parts: map[int32]*partition{1: p}}
 	p.startHandoff()
 	id := int64(0)
@@ -203,7 +204,7 @@ func TestReadFilterIsBounded(t *testing.T) {
 // TestStopHandoffOfAnEarlierRun: the stop of a run that has ended (its
 // context's end seen late) leaves the queue of the run after it open.
 func TestStopHandoffOfAnEarlierRun(t *testing.T) {
-	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, maxHeldBytes: 1 << 20}
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, handed: &budget{max: 1 << 20}}
 	r := &Relay{parts: map[int32]*partition{1: p}}
 	first := p.startHandoff()
 	p.stopHandoff(first)

@@ -27,35 +27,34 @@ import (
 // records of the same topic too.
 
 // probes are one Run's probes: those running, and those that returned
-// with their outcome, for the next pass to settle.
+// with their outcome, for the next pass to settle. Their rows' bytes are
+// counted in the relay's budget (Relay.probed) from their start until
+// they are taken (taken).
 type probes struct {
-	wg    sync.WaitGroup
-	bytes int // the rows' bytes of the probes not settled yet; p.lock is held
-	mu    sync.Mutex
-	done  []probed
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	done []probed
 }
 
 type probed struct {
 	u     unit
-	bytes int
+	bytes int // counted in Relay.probed
 	err   error
 	at    time.Time // when the publish returned
 	acks  uint64    // partition.acks when it started
 }
 
 // startProbes starts a probe of each unit whose topic backs off after a
-// failure, up to maxConcurrentTopics probes of the partition holding up to
-// maxHeldBytes of rows (a unit past them is published in the pass, as any),
-// and returns the others. A unit of a topic a probe publishes already
-// (OrderAcrossTopics splits a topic's rows into runs) is dropped: its rows
-// stay in the table, behind the probe's; one of a topic whose earlier run
-// was kept for the pass is kept too, or it could overtake that run. p.lock
-// is held.
+// failure, within the probes' bounds (probeFits; a unit past them is
+// published in the pass, as any), and returns the others. A unit of a
+// topic a probe publishes already (OrderAcrossTopics splits a topic's rows
+// into runs) is dropped: its rows stay in the table, behind the probe's;
+// one of a topic whose earlier run was kept for the pass is kept too, or
+// it could overtake that run. p.lock is held.
 func (r *Relay) startProbes(ctx context.Context, p *partition, units []unit) []unit {
 	if len(p.blocked) == 0 {
 		return units // every pass comes here: nothing to probe, nothing to allocate
 	}
-	pr := p.probes
 	running := p.probing()
 	kept := map[string]bool{}
 	return slices.DeleteFunc(units, func(u unit) bool {
@@ -67,7 +66,7 @@ func (r *Relay) startProbes(ctx context.Context, p *partition, units []unit) []u
 			return true
 		}
 		size := rowBytes(u.rows)
-		if !probeFits(running, pr.bytes, size) {
+		if !r.probeFits(running, size) {
 			kept[u.topic] = true
 			return false
 		}
@@ -93,22 +92,26 @@ func (p *partition) probing() int {
 }
 
 // probeFits says whether one more probe of size bytes of rows fits beside
-// running probes holding bytes: at most maxConcurrentTopics, holding at
-// most maxHeldBytes but for the first.
-func probeFits(running, bytes, size int) bool {
-	return running < maxConcurrentTopics && (running == 0 || bytes+size <= maxHeldBytes)
+// the partition's running ones, and counts its bytes in the relay's budget
+// if so: at most maxConcurrentTopics of the partition, the relay's probes
+// holding at most its budget, but for the partition's first, which runs
+// whatever its size and whatever the other partitions' probes hold (each
+// partition's stuck topic is still probed; its other topics' units go in
+// its passes while the budget is full).
+func (r *Relay) probeFits(running, size int) bool {
+	return running < maxConcurrentTopics && r.probed.take(size, running == 0)
 }
 
-// beginProbe makes u, of size bytes of rows, a probe: its topic waits
-// (block.probing), its rows out of the reads and hand-offs, until the
-// pass after the returned end was called with the publish's outcome
-// settles it (settleProbes). p.lock is held.
+// beginProbe makes u, of size bytes of rows (counted in the relay's budget
+// by probeFits), a probe: its topic waits (block.probing), its rows out of
+// the reads and hand-offs, until the pass after the returned end was
+// called with the publish's outcome settles it (settleProbes). p.lock is
+// held.
 func (p *partition) beginProbe(u unit, size int) (end func(error)) {
 	pr := p.probes
 	b := p.blocked[u.topic]
 	b.probing = true
 	p.blocked[u.topic] = b
-	pr.bytes += size
 	pr.wg.Add(1)
 	acks := p.acks
 	return func(err error) {
@@ -129,15 +132,18 @@ func (p *partition) beginProbe(u unit, size int) (end func(error)) {
 // acknowledged of it (handOver), the others are published again. p.lock
 // is held.
 func (r *Relay) probeRest(ctx context.Context, p *partition, units []unit, rest []int, outcomes <-chan outcome, finished <-chan struct{}) bool {
-	running, bytes := p.probing(), p.probes.bytes
+	running := p.probing()
 	sizes := make(map[int]int, len(rest))
 	for _, k := range rest {
-		sizes[k] = rowBytes(units[k].rows)
-		if !probeFits(running, bytes, sizes[k]) {
+		size := rowBytes(units[k].rows)
+		if !r.probeFits(running, size) {
+			for _, n := range sizes {
+				r.probed.give(n)
+			}
 			return false
 		}
+		sizes[k] = size
 		running++
-		bytes += sizes[k]
 	}
 	ends := make(map[int]func(error), len(rest))
 	for _, k := range rest {
@@ -170,15 +176,15 @@ func rowBytes(rows []row) int {
 	return n
 }
 
-// taken returns the probes that returned since it was last called.
-// p.lock is held.
-func (pr *probes) taken() []probed {
+// taken returns the probes that returned since it was last called, their
+// bytes given back to b (the relay's budget).
+func (pr *probes) taken(b *budget) []probed {
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
 	done := pr.done
 	pr.done = nil
 	for _, d := range done {
-		pr.bytes -= d.bytes
+		b.give(d.bytes)
 	}
 	return done
 }
@@ -190,7 +196,7 @@ func (pr *probes) taken() []probed {
 // held.
 func (r *Relay) settleProbes(ctx context.Context, p *partition) passResult {
 	ps := &passState{failed: map[string]bool{}}
-	done := p.probes.taken()
+	done := p.probes.taken(&r.probed)
 	if len(done) == 0 {
 		return ps.res
 	}
@@ -209,9 +215,13 @@ func (r *Relay) settleProbes(ctx context.Context, p *partition) passResult {
 // publish left behind in p.left if Kafka has not answered: handOver waits
 // for it, and deletes what Kafka acknowledged of it) and deletes the rows
 // of those Kafka acknowledged, rather than have the partition's next owner
-// publish them again. p.lock is taken, as by deleteNow.
+// publish them again. They are taken, their bytes given back, before
+// p.lock, which the database may keep: the rows are in the table then,
+// and the relay's other partitions need not wait for this one's next Run
+// for the room. p.lock is taken, as by deleteNow.
 func (r *Relay) endProbes(ctx context.Context, p *partition) {
 	p.probes.wg.Wait()
+	done := p.probes.taken(&r.probed)
 	lctx, cancel := beyond(ctx, queryTimeout)
 	defer cancel()
 	if !p.acquire(lctx) {
@@ -219,10 +229,9 @@ func (r *Relay) endProbes(ctx context.Context, p *partition) {
 	}
 	defer p.release()
 	var answers []answer
-	for _, d := range p.probes.taken() {
+	for _, d := range done {
 		answers = append(answers, answer{d.u, d.err, d.at})
 	}
-	p.probes = &probes{}
 	for t, b := range p.blocked { // for a DrainOnce after Run (tests)
 		if b.probing {
 			b.probing, b.until = false, time.Now()

@@ -49,11 +49,12 @@ func TestProbeFailuresPauseOnlyWithoutAcknowledgements(t *testing.T) {
 	}
 }
 
-// Probes are bounded per partition: at most maxConcurrentTopics, and,
-// beyond the first, maxHeldBytes of rows; a unit past them goes in the
-// pass. A topic's second unit (OrderAcrossTopics) waits behind its probe.
+// Probes are bounded: at most maxConcurrentTopics of a partition, and,
+// beyond its first, the relay's budget of rows (TestProbeBytesAreBoundedPerRelay);
+// a unit past them goes in the pass. A topic's second unit
+// (OrderAcrossTopics) waits behind its probe.
 func TestProbesAreBounded(t *testing.T) {
-	r := &Relay{cfg: Config{Publisher: nopPublisher{}}, log: zerolog.Nop()}
+	r := newRelay(t)
 	p := &partition{blocked: map[string]block{}, probes: &probes{}, lock: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the probes' publishes return at once; only what starts counts here
@@ -70,6 +71,7 @@ func TestProbesAreBounded(t *testing.T) {
 	require.Len(t, left, 3, "two past the bound, and the unprobed topic")
 	p.probes.wg.Wait()
 
+	r = newRelay(t)
 	p = &partition{blocked: map[string]block{"big": {failures: 1}, "next": {failures: 1}}, probes: &probes{}}
 	left = r.startProbes(ctx, p, []unit{
 		{topic: "big", rows: []row{{value: make([]byte, maxHeldBytes)}}},
@@ -80,6 +82,7 @@ func TestProbesAreBounded(t *testing.T) {
 
 	// A topic's run kept for the pass keeps its later runs there too,
 	// though they would fit: a probe of them could overtake it.
+	r = newRelay(t)
 	p = &partition{blocked: map[string]block{"big": {failures: 1}, "x": {failures: 1}}, probes: &probes{}}
 	runs := []unit{
 		{topic: "big", rows: []row{{value: make([]byte, maxHeldBytes-10)}}},

@@ -134,6 +134,12 @@ type Relay struct {
 	mu    sync.Mutex
 	parts map[int32]*partition
 
+	// handed and probed are the bytes of rows the partitions hold
+	// together in their hand-off queues and in their probes: one bound
+	// each for the process, however many partitions it runs (see
+	// maxHeldBytes).
+	handed, probed budget
+
 	// The partitions' passes select and delete through these, so passes
 	// woken together share their queries.
 	selects *merger[selectReq, selected]
@@ -226,17 +232,21 @@ type partition struct {
 	filter map[int64]uint64
 	reads  []filterRead
 	// held counts the rows of filled slots not taken yet, heldBytes their
-	// keys', values' and headers' bytes; a slot filled beyond maxHeld rows
-	// (2*handedBatches*BatchSize: 10,000 by default) or maxHeldBytes
-	// (maxHeldBytes: 32 MiB) is resolved dirty instead, so a pass stuck in
-	// a publish while commits go on does not hold every row in memory too
-	// (the table has them). The bytes matter for large rows: dead-letter
-	// copies of up to DEAD_LETTER_MAX_BYTES each would reach hundreds of
-	// MiB within the row bound. The first slot held is held whatever its
-	// size (its writer holds its rows anyway).
-	held, maxHeld           int
-	heldBytes, maxHeldBytes int
-	runs                    uint64 // Runs started, so a slot of an earlier one is told apart
+	// keys', values' and headers' bytes, which handed (the relay's budget)
+	// counts too, with the other partitions'; a slot filled beyond maxHeld
+	// rows (2*handedBatches*BatchSize: 10,000 by default) or beyond the
+	// budget is resolved dirty instead, so a pass stuck in a publish while
+	// commits go on does not hold every row in memory too (the table has
+	// them). The bytes matter for large rows: dead-letter copies of up to
+	// DEAD_LETTER_MAX_BYTES each would reach hundreds of MiB within the row
+	// bound. The first slot a partition holds is held whatever its size
+	// and whatever the others hold (its writer holds its rows anyway): a
+	// partition whose other slots are resolved dirty, the budget held by
+	// others, still has a pass publish that one and read the rest.
+	held, maxHeld int
+	heldBytes     int
+	handed        *budget
+	runs          uint64 // Runs started, so a slot of an earlier one is told apart
 }
 
 // block holds a topic back after a failed publish until its backoff ends,
@@ -325,6 +335,7 @@ func New(cfg Config) (*Relay, error) {
 		log:   cfg.Logger.With().Str("component", "outbox").Logger(),
 		parts: map[int32]*partition{},
 	}
+	r.handed.max, r.probed.max = maxHeldBytes, maxHeldBytes
 	r.selects = &merger[selectReq, selected]{run: r.selectRows, timeout: queryTimeout}
 	r.deletes = &merger[[]rowRef, struct{}]{run: r.deleteRows, timeout: queryTimeout}
 	r.sleep = r.rest
@@ -346,16 +357,16 @@ func (r *Relay) part(id int32) *partition {
 	p, ok := r.parts[id]
 	if !ok {
 		p = &partition{
-			id:           id,
-			wake:         make(chan struct{}, 1),
-			works:        make(chan struct{}, 1),
-			run:          make(chan struct{}, 1),
-			lock:         make(chan struct{}, 1),
-			parked:       map[string]bool{},
-			blocked:      map[string]block{},
-			probes:       &probes{},
-			maxHeld:      2 * handedBatches * r.cfg.BatchSize,
-			maxHeldBytes: maxHeldBytes,
+			id:      id,
+			wake:    make(chan struct{}, 1),
+			works:   make(chan struct{}, 1),
+			run:     make(chan struct{}, 1),
+			lock:    make(chan struct{}, 1),
+			parked:  map[string]bool{},
+			blocked: map[string]block{},
+			probes:  &probes{},
+			maxHeld: 2 * handedBatches * r.cfg.BatchSize,
+			handed:  &r.handed,
 		}
 		r.parts[id] = p
 	}
@@ -422,8 +433,7 @@ func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.
 		return nil
 	}
 	p.blocked = map[string]block{}
-	p.probes = &probes{} // endProbes drops an earlier Run's, unless the database kept it from the lock
-	p.hold.Store(&hold)  // atomic: a publish an earlier Run left running may still read it
+	p.hold.Store(&hold) // atomic: a publish an earlier Run left running may still read it
 	p.pauseUntil, p.kafkaFailures, p.awayTopic = time.Time{}, 0, ""
 	p.dbStreak = failstreak.Streak{}
 	p.awaitDue.Store(!r.cfg.noTakeoverReads)
@@ -712,13 +722,46 @@ func (p *partition) waits(x row) bool {
 // publish takes at most.
 const handedBatches = 10
 
-// maxHeldBytes bounds the bytes (keys, values, headers) of the rows a
-// partition's hand-off queue holds (partition.heldBytes), and of those one
-// read of the table takes, its partitions together (selectRows): a pass
-// holds several times its rows (the values decoded, the messages, the
-// produce requests), and 500 dead-letter copies of up to
-// DEAD_LETTER_MAX_BYTES would be hundreds of MiB.
+// maxHeldBytes bounds the bytes (keys, values, headers) of the rows the
+// relay's hand-off queues hold, its partitions together (Relay.handed), of
+// those its probes hold, together too (Relay.probed), and of those one read
+// of the table takes, its partitions together (selectRows): a pass holds
+// several times its rows (the values decoded, the messages, the produce
+// requests), and 500 dead-letter copies of up to DEAD_LETTER_MAX_BYTES
+// would be hundreds of MiB. A bound per partition would grow with the
+// partitions a process runs (16 or 64 times 32 MiB, far past the worker's
+// GOMEMLIMIT) when one topic's publishes hang while commits of large rows
+// go on. One per process keeps a single partition's room as it was (a
+// cleanup's rows handed over at once) and costs the others, while it is
+// full, only reads of the table instead of rows handed over, and probes
+// beyond each partition's first published in their passes.
 const maxHeldBytes = 32 << 20
+
+// budget counts bytes of rows the partitions of a relay hold together, up
+// to max. Writers' goroutines take from it on every commit they hand over
+// (Slot.resolve), under their partition's lock only: hence an atomic, not
+// the relay's lock.
+type budget struct {
+	used atomic.Int64
+	max  int64
+}
+
+// take counts size bytes more held, unless that goes past max and always is
+// false, and says whether it did.
+func (b *budget) take(size int, always bool) bool {
+	for {
+		used := b.used.Load()
+		if !always && used+int64(size) > b.max {
+			return false
+		}
+		if b.used.CompareAndSwap(used, used+int64(size)) {
+			return true
+		}
+	}
+}
+
+// give counts size bytes taken no longer held.
+func (b *budget) give(size int) { b.used.Add(-int64(size)) }
 
 // acquire takes the partition's lock, or gives up when ctx is done.
 func (p *partition) acquire(ctx context.Context) bool {
