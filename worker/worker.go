@@ -214,6 +214,18 @@ const fetchMaxWait = 500 * time.Millisecond
 // a fetch response of many small batches inflates to.
 const maxBatchBytes = 16 << 20
 
+// metadataMaxAge bounds how long partitions added to the commands topic
+// (docs/design.md "Partitions of the commands topic") go unread. Under the
+// classic protocol the group assigns them once its leader's metadata shows
+// them (kgo's leader then rejoins), and kgo refreshes it on its own only
+// every kgo.MetadataMaxAge, by default 5 minutes, during which every
+// command hashed to them, a session's keep-alives among them, went
+// unanswered. One Metadata request of the commands topic per interval and
+// replica costs a broker nothing worth counting. (Under the consumer
+// protocol the brokers assign them at once, and kgo loads their metadata
+// when it is assigned them.) A variable for tests.
+var metadataMaxAge = 10 * time.Second
+
 // boundedFetch is a consumer's fetch options that bound what the records
 // anyone may produce inflate to (fetchbound.Options: maxBatchBytes, the
 // ratio, the response's size) and the broker's long poll, with the
@@ -425,6 +437,7 @@ func New(cfg Config) (*Worker, error) {
 		kgo.OnPartitionsRevoked(w.revoked),
 		kgo.OnPartitionsLost(w.lost),
 		kgo.WithHooks(heard),
+		kgo.MetadataMaxAge(metadataMaxAge),
 	)
 	if cfg.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(cfg.SessionTimeout/5))
