@@ -72,7 +72,8 @@ HMAC secret instead, an issuer secret that signs as anyone, admin included:
 only for token issuers, never a requester.
 
 Run "lockctl COMMAND -h" for a command's flags.
-exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable (or an answer it cannot read). run: the command's own
+exit codes: 0 ok, 1 refused, 2 usage (or a command the workers refuse as
+invalid), 3 unreachable (or an answer it cannot read). run: the command's own
 exit code (128+N if signal N ended it) once it started, except 4 when
 lockctl found the lease lost before releasing it: while the command ran (it
 was stopped), just after it exited by itself, or by a refused release (the
