@@ -902,6 +902,10 @@ const fetchMaxWait = 200 * time.Millisecond
 // record batch that decompresses past the bound, or cannot be decompressed
 // (see Config.KafkaOpts), is skipped unread: Locks returns the table without the states in it, with
 // an error that wraps kgo.ErrMaxDecompress.
+//
+// Its memory grows with the topic: while reading it holds every lock's
+// state and the copies it has seen, about three times the table it returns
+// (100,000 locks: a 132 MiB table, a heap peak of about 400 MiB).
 func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	if err := c.begin(); err != nil {
 		return nil, fmt.Errorf("reading the lock table: %w", err)
@@ -1171,6 +1175,14 @@ func OnFetchError(fn func(error)) WatchOption {
 // the lock yet). It lists that partition only, and retries a listing that
 // fails (a failure of the reading, for OnFetchError) for up to
 // Config.RequestTimeout; then it delivers the lock as read so far.
+//
+// Cost: each watch (and each Election.Observe) reads with a Kafka client of
+// its own, two connections to the brokers, sending a fetch every 200 ms
+// while the lock is quiet, and its setup reads the lock's partition from
+// its start. Watch the locks a process needs, each once, not one per
+// request: 1,000 watches on one Client held 2,154 connections and 128 to
+// 163 MiB of heap, and took a quarter of a core while every lock was quiet
+// (docs/performance.md).
 func (c *Client) Watch(ctx context.Context, name string, opts ...WatchOption) (<-chan LockRevision, error) {
 	key := topics.LockKey(c.cfg.Namespace, name)
 	if msg := topics.CheckLockName(name); msg != "" {
