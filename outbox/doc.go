@@ -35,9 +35,9 @@
 // (but one a writer still holds, which it skips rather than wait for, and
 // a later read takes), and selects the next batch, in one implicit
 // transaction. Acknowledged rows
-// wait for that pass up to Config.DeleteDelay (100 ms), then are deleted in
-// bulk on their own, as they are when the partition stops: published rows
-// do not wait in the table for the next poll.
+// wait for that pass up to Config.DeleteDelay (1 s, the default poll
+// interval, so that the periodic read deletes them), then are deleted in
+// bulk on their own, as they are when the partition stops.
 //
 // Each partition's passes are its own, but their queries are shared: passes
 // that select (or delete) while another pass's query runs are served

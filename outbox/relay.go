@@ -85,10 +85,15 @@ type Config struct {
 	// so runs are short: several times slower).
 	OrderAcrossTopics bool
 	// DeleteDelay is how long acknowledged rows may wait for the next
-	// pass, whose query deletes them in the same round trip as it selects,
-	// before they are deleted on their own. Under load the next pass comes
-	// first, so deleting costs no round trip; an idle partition's rows go
-	// after this delay. Default 100 ms. Backlog counts such rows meanwhile.
+	// pass that reads the table, whose query deletes them in the same round
+	// trip as it selects, before they are deleted on their own. Default
+	// 1 s, PollInterval's default: passes over rows handed over read
+	// nothing, so a delay shorter than PollInterval deletes in a
+	// transaction of its own, per partition and delay, what the periodic
+	// read would have deleted anyway (at 16 clients and 100 ms, a DELETE
+	// transaction for every four applier transactions; docs/performance.md).
+	// Longer-waiting rows cost a crash about a second more of records
+	// published again, and count in Backlog meanwhile.
 	DeleteDelay time.Duration
 	// RetryBase and RetryMax shape every backoff: after failed publishes
 	// and database errors. Defaults store.DefaultRetryBase
@@ -316,7 +321,7 @@ func New(cfg Config) (*Relay, error) {
 		cfg.PublishTimeout = 30 * time.Second
 	}
 	if cfg.DeleteDelay <= 0 {
-		cfg.DeleteDelay = 100 * time.Millisecond
+		cfg.DeleteDelay = time.Second
 	}
 	if cfg.HandOverWait == 0 {
 		cfg.HandOverWait = 10 * time.Second
