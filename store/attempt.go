@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -21,37 +23,100 @@ var ErrAttemptTimedOut = errors.New("the attempt outlasted its bound (AttemptTim
 // doubling without end would soon wait longer than TCP gives up after (16
 // minutes at the default bound, about when Linux does). A transaction
 // needing longer never commits: far beyond any of the worker's (a cleanup
-// command of 100,000 locks takes 3.4 s on a small machine).
+// command of 100,000 locks takes 3.4 s on a small machine). It caps the
+// growth of a transaction's idle limit too (attempt.idle): 320 s at the
+// default, the longest a replica frozen in such a retry holds its rows.
 const maxAttemptGrowth = 64
 
-// attempt bounds the attempts of one transaction (Config.AttemptTimeout).
+// attempt bounds the attempts of one transaction (Config.AttemptTimeout)
+// and sets their idle limit (Config.IdleInTransactionTimeout).
 type attempt struct {
 	limit, max time.Duration // this attempt's bound (0: none), and the cap
 	// ran says the last attempt's bound passed while its statements ran,
 	// not while it waited for a connection.
 	ran bool
+	// idle is the idle_in_transaction_session_timeout this attempt sets
+	// for its transaction (idleSQL), 0 for none: the connection's stands,
+	// idleBase, which is Config.IdleInTransactionTimeout (0 when that is
+	// negative: the server's, which never grows).
+	idle, idleBase time.Duration
+	// took is how long the last attempt's statements ran, from its
+	// connection's handing out (0: never handed out), for idledOut.
+	took time.Duration
 }
 
 // retryBounded is retry for a transaction's attempts, each bounded by its
 // attempt, whose bound doubles, up to maxAttemptGrowth times the first,
 // after an attempt whose statements outlasted it: one that only waited for
-// a connection says nothing of how long the transaction needs.
+// a connection says nothing of how long the transaction needs. Its idle
+// limit doubles likewise after an attempt PostgreSQL ended for idling
+// (idledOut), or every retry would idle out as the first did: a
+// transaction that ends thousands of leases builds its events in Go after
+// its last statement, seconds on a busy machine, all of them idle.
 func (s *Store) retryBounded(ctx context.Context, try func(*attempt) error) error {
 	return s.retryBoundedBy(ctx, s.cfg, try)
 }
 
 // retryBoundedBy is retryBounded with cfg's retry policy.
 func (s *Store) retryBoundedBy(ctx context.Context, cfg Config, try func(*attempt) error) error {
-	limit := max(cfg.AttemptTimeout, 0)
-	a := &attempt{limit: limit, max: limit * maxAttemptGrowth}
+	limit, idle := max(cfg.AttemptTimeout, 0), max(cfg.IdleInTransactionTimeout, 0)
+	a := &attempt{limit: limit, max: limit * maxAttemptGrowth, idleBase: idle}
 	return retry(ctx, cfg, cfg.OnRetry, func() error {
-		a.ran = false
+		a.ran, a.took = false, 0
 		err := try(a)
 		if a.ran && errors.Is(err, ErrAttemptTimedOut) {
 			a.limit = min(a.limit*2, a.max)
 		}
+		if a.idledOut(err) {
+			a.idle = min(a.idleLimit()*2, a.idleBase*maxAttemptGrowth)
+		}
 		return err
 	})
+}
+
+// idleLimit is the idle limit the attempt's transaction runs under, as far
+// as the store knows (one the connection string gives wins: idleSQL).
+func (a *attempt) idleLimit() time.Duration { return max(a.idle, a.idleBase) }
+
+// idledOut reports whether err, the last attempt's, is PostgreSQL ending
+// its transaction for idling longer than its idle limit: SQLSTATE 25P03,
+// or its connection lost (a transient error not of the server's) after
+// its statements ran at least that limit. The server writes its 25P03 and
+// closes the connection; a client that writes its next statement before
+// reading it, as a transaction building its last batch does, fails on
+// the write (a broken pipe, a reset) and never sees the 25P03. A lost
+// connection that lasted as long may have been a failover or a network's
+// fault instead: its retry idles a longer limit too, which costs nothing
+// but how long a replica frozen in that retry holds its rows. One sooner
+// cannot be the idle limit's; nor one the attempt's bound closed
+// (ErrAttemptTimedOut, the store's own doing).
+func (a *attempt) idledOut(err error) bool {
+	if a.idleBase == 0 || err == nil {
+		return false
+	}
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		return pgErr.Code == "25P03"
+	}
+	return a.took >= a.idleLimit() && errors.Is(err, ErrTransient) && !errors.Is(err, ErrAttemptTimedOut)
+}
+
+// idleSQL is the statement that sets the attempt's idle limit for its
+// transaction, sent right after BEGIN; "" for an attempt that keeps the
+// connection's, as every one does until one idles out (the worker's
+// applier sends nothing more per batch). setSQL's: a limit the connection
+// string gives is left, winning as it does for the session's.
+func (a *attempt) idleSQL() string {
+	if a.idle == 0 {
+		return ""
+	}
+	return setSQL([]setting{{"idle_in_transaction_session_timeout", strconv.FormatInt(a.idle.Milliseconds(), 10)}}, true, false)
+}
+
+// call runs fn on c, timing it (took).
+func (a *attempt) call(c *pgxpool.Conn, fn func(*pgxpool.Conn) error) error {
+	start := time.Now()
+	defer func() { a.took = time.Since(start) }()
+	return fn(c)
 }
 
 // run runs fn on a connection of pool, asked for under the attempt's
@@ -70,7 +135,7 @@ func (a *attempt) run(ctx context.Context, pool *pgxpool.Pool, fn func(*pgxpool.
 			return translate(err)
 		}
 		defer c.Release()
-		return fn(c)
+		return a.call(c, fn)
 	}
 	actx, cancel := context.WithTimeoutCause(ctx, a.limit, ErrAttemptTimedOut)
 	defer cancel()
@@ -112,7 +177,7 @@ func (a *attempt) run(ctx context.Context, pool *pgxpool.Pool, fn func(*pgxpool.
 			ccancel()
 		}
 	}()
-	err = fn(c)
+	err = a.call(c, fn)
 	mu.Lock()
 	running = false
 	a.ran = closed

@@ -110,13 +110,20 @@ type Config struct {
 	// answers TCP keepalives; a paused VM or a cut-off host only until
 	// ClientGoneTimeout), and the replica given its partitions would
 	// wait on them. Below the session timeout of Kafka's group (6 s by
-	// default), the rows are free by the time the partitions move. The
-	// worker's transactions wait on their client between statements only
-	// for its next round trip, and after a partition's assignment for
+	// default), the rows are free by the time the partitions move. Most of
+	// the worker's transactions wait on their client between statements
+	// only for its next round trip, and after a partition's assignment for
 	// Kafka's answer about reply topics not seen before (2 s at most, the
-	// worker's openLookups). Default DefaultIdleInTransactionTimeout (5 s);
-	// negative: the server's setting. One given in the connection string
-	// wins.
+	// worker's openLookups); but one that ends thousands of leases (a
+	// session_close, a cleanup command) builds their events after its last
+	// lock statement, seconds of idling on a busy machine. So a retry of a
+	// transaction that PostgreSQL ended for idling (25P03, or its
+	// connection lost after it ran at least the limit) sets twice the
+	// limit of the attempt before for its own transaction, up to 64 times
+	// this one, as AttemptTimeout grows; the others send nothing more.
+	// Default DefaultIdleInTransactionTimeout (5 s); negative: the
+	// server's setting, never grown. One given in the connection string
+	// wins, the retries' too.
 	IdleInTransactionTimeout time.Duration
 	// LockTimeout is the connections' lock_timeout: a statement that waits
 	// this long for a lock another transaction holds fails (SQLSTATE 55P03,
@@ -644,28 +651,41 @@ func retryLoop(ctx context.Context, cfg Config, transient func(error) bool, onRe
 	}
 }
 
+// tryTx is an attempt of InTx. One whose idle limit grew (attempt.idleSQL)
+// sets it right after BEGIN, a round trip of its own (the simple
+// protocol's one, not a prepare's too).
 func (s *Store) tryTx(ctx context.Context, a *attempt, fn func(pgx.Tx) error) error {
 	return a.run(ctx, s.Pool, func(c *pgxpool.Conn) error {
 		tx, err := c.Begin(ctx)
 		if err != nil {
 			return translate(err)
 		}
+		if sql := a.idleSQL(); sql != "" {
+			if _, err := tx.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol); err != nil {
+				return s.finish(ctx, tx, err)
+			}
+		}
 		return s.finish(ctx, tx, fn(tx))
 	})
 }
 
 func (s *Store) tryTxBatch(ctx context.Context, a *attempt, fn func(pgx.Tx, *pgx.Batch, *pgx.Batch) error) error {
-	return a.run(ctx, s.Pool, func(c *pgxpool.Conn) error { return s.sendTxBatch(ctx, c, fn) })
+	return a.run(ctx, s.Pool, func(c *pgxpool.Conn) error { return s.sendTxBatch(ctx, c, a.idleSQL(), fn) })
 }
 
-// sendTxBatch is an attempt of InTxBatch on c. The connection is held by
-// the attempt rather than by a pool transaction: COMMIT goes inside a
-// batch, which pgx.Tx's Commit knows nothing of. Release destroys a
-// connection left inside a transaction.
-func (s *Store) sendTxBatch(ctx context.Context, c *pgxpool.Conn, fn func(pgx.Tx, *pgx.Batch, *pgx.Batch) error) error {
+// sendTxBatch is an attempt of InTxBatch on c, idle (attempt.idleSQL, when
+// not "") queued right after BEGIN, in the same batch: no round trip of
+// its own, but for pgx's prepare on a connection that has not run it. The
+// connection is held by the attempt rather than by a pool transaction:
+// COMMIT goes inside a batch, which pgx.Tx's Commit knows nothing of.
+// Release destroys a connection left inside a transaction.
+func (s *Store) sendTxBatch(ctx context.Context, c *pgxpool.Conn, idle string, fn func(pgx.Tx, *pgx.Batch, *pgx.Batch) error) error {
 	var err error
 	first, last := &pgx.Batch{}, &pgx.Batch{}
 	first.BeginTx(pgx.TxOptions{})
+	if idle != "" {
+		first.Queue(idle)
+	}
 	tx := &batchTx{conn: c.Conn(), first: first}
 	if err = fn(tx, first, last); err == nil {
 		err = tx.commit(ctx, last)
