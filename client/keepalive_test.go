@@ -43,13 +43,7 @@ func ahead(ev topics.Event) time.Duration {
 // own.
 func TestKeepAliveShortLeaseStaysWithinItsLease(t *testing.T) {
 	const lease, rounds, slack = 250 * time.Millisecond, 30, 100 * time.Millisecond
-	c := newClient(t, "keepalive-short")
-	replies := env.For(t).Watch(c.ReplyTopic())
-	ctx := ctxT(t)
-	// The client's first command finds its reply topic: a grant as slow
-	// would come late for so short a lease.
-	_, err := c.Query(ctx, uniq("keepalive-short"))
-	require.NoError(t, err)
+	c, replies, ctx, _ := keepAliveClient(t, "keepalive-short")
 	for attempt := 1; ; attempt++ {
 		evs, err := keptAlive(ctx, t, c, replies, uniq("keepalive-short"), lease, rounds)
 		if errors.Is(err, client.ErrLeaseLost) && attempt < 3 {
@@ -71,6 +65,20 @@ func TestKeepAliveShortLeaseStaysWithinItsLease(t *testing.T) {
 		require.LessOrEqual(t, median, lease+slack, "the worker's expiry stays within a lease of its now")
 		return
 	}
+}
+
+// keepAliveClient is a client named requester, the watch of its replies,
+// the test's context and a lock name of its own. The client's first
+// command (a query of the lock) has found its reply topic: a grant as slow
+// would come late for the short leases of these tests.
+func keepAliveClient(t *testing.T, requester string) (*client.Client, *e2e.Watcher, context.Context, string) {
+	c := newClient(t, requester)
+	replies := env.For(t).Watch(c.ReplyTopic())
+	ctx := ctxT(t)
+	lock := uniq(requester)
+	_, err := c.Query(ctx, lock)
+	require.NoError(t, err)
+	return c, replies, ctx, lock
 }
 
 // keptAlive acquires lock for lease, lets its keep-alive extend it the
@@ -118,12 +126,7 @@ func TestKeepAliveAfterALateExtensionStaysWithinItsLease(t *testing.T) {
 	// The delay under half the lease, or the late answer would leave the
 	// deadline behind it; and under a third, the keep-alive's resend.
 	const lease, delay, slack = 4500 * time.Millisecond, 1200 * time.Millisecond, 500 * time.Millisecond
-	c := newClient(t, "keepalive-late")
-	replies := env.For(t).Watch(c.ReplyTopic())
-	ctx := ctxT(t)
-	lock := uniq("keepalive-late")
-	_, err := c.Query(ctx, lock) // finds the reply topic, as above
-	require.NoError(t, err)
+	c, replies, ctx, lock := keepAliveClient(t, "keepalive-late")
 	l, err := c.Acquire(ctx, lock, client.WithLease(lease))
 	require.NoError(t, err)
 	_, err = extendedTimes(ctx, t, c, replies, l, 1)
@@ -149,12 +152,7 @@ func TestKeepAliveAfterALateExtensionStaysWithinItsLease(t *testing.T) {
 // trip short, and the lease was lost at the second.
 func TestKeepAliveHoldsAtARoundTripUnderAThirdOfTheLease(t *testing.T) {
 	const lease, delay, rounds, slack = 3 * time.Second, 870 * time.Millisecond, 4, 300 * time.Millisecond
-	c := newClient(t, "keepalive-round-trip")
-	replies := env.For(t).Watch(c.ReplyTopic())
-	ctx := ctxT(t)
-	lock := uniq("keepalive-round-trip")
-	_, err := c.Query(ctx, lock) // finds the reply topic, as above
-	require.NoError(t, err)
+	c, replies, ctx, lock := keepAliveClient(t, "keepalive-round-trip")
 	holdProduces(t, env, env.Names.Commands, delay, 0)
 	l, err := c.Acquire(ctx, lock, client.WithLease(lease))
 	require.NoError(t, err)
@@ -174,12 +172,7 @@ func TestKeepAliveHoldsAtARoundTripUnderAThirdOfTheLease(t *testing.T) {
 // again, no further than a lease ahead, and the lease stays held.
 func TestKeepAliveIdleAfterLongExtend(t *testing.T) {
 	const lease, extend, slack = 600 * time.Millisecond, 3 * time.Second, 200 * time.Millisecond
-	c := newClient(t, "keepalive-extend")
-	replies := env.For(t).Watch(c.ReplyTopic())
-	ctx := ctxT(t)
-	lock := uniq("keepalive-extend")
-	_, err := c.Query(ctx, lock) // finds the reply topic, as above
-	require.NoError(t, err)
+	c, replies, ctx, lock := keepAliveClient(t, "keepalive-extend")
 	l, err := c.Acquire(ctx, lock, client.WithLease(lease))
 	require.NoError(t, err)
 	// Right after a keep-alive extension was answered the next is a third
@@ -216,12 +209,7 @@ func TestKeepAliveIdleAfterLongExtend(t *testing.T) {
 // deadline with the worker's expiry still ahead.
 func TestKeepAliveAfterASlowExtendKeepsTheLease(t *testing.T) {
 	const lease, delay = 1500 * time.Millisecond, 1800 * time.Millisecond
-	c := newClient(t, "keepalive-slow-extend")
-	replies := env.For(t).Watch(c.ReplyTopic())
-	ctx := ctxT(t)
-	lock := uniq("keepalive-slow-extend")
-	_, err := c.Query(ctx, lock) // finds the reply topic, as above
-	require.NoError(t, err)
+	c, replies, ctx, lock := keepAliveClient(t, "keepalive-slow-extend")
 	l, err := c.Acquire(ctx, lock, client.WithLease(lease))
 	require.NoError(t, err)
 	// Right after the keep-alive's first extension, the two Extends come

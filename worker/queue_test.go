@@ -49,18 +49,27 @@ func TestQueueTakesALossAlone(t *testing.T) {
 	require.Zero(t, q.records)
 }
 
-// submit blocks while the queue holds limit records, until the applier
-// takes them.
-func TestQueueBackpressure(t *testing.T) {
-	q := newQueue(5, maxQueuedBytes)
-	q.submit(segs(5))
+// submitWaits submits s to q in a goroutine, requires the submit to wait
+// for room (it has not returned 20 ms later), and returns a channel closed
+// once it returns.
+func submitWaits(t *testing.T, q *queue, s []segment) <-chan struct{} {
+	t.Helper()
 	submitted := make(chan struct{})
-	go func() { q.submit(segs(1)); close(submitted) }()
+	go func() { q.submit(s); close(submitted) }()
 	select {
 	case <-submitted:
 		t.Fatal("submit did not wait for room")
 	case <-time.After(20 * time.Millisecond):
 	}
+	return submitted
+}
+
+// submit blocks while the queue holds limit records, until the applier
+// takes them.
+func TestQueueBackpressure(t *testing.T) {
+	q := newQueue(5, maxQueuedBytes)
+	q.submit(segs(5))
+	submitted := submitWaits(t, q, segs(1))
 	_, ok := q.take()
 	require.True(t, ok)
 	<-submitted
@@ -75,13 +84,7 @@ func TestQueueBoundsBytes(t *testing.T) {
 	require.True(t, q.submit(big), "an empty queue takes any poll")
 	small := segs(1)
 	small[0].bytes = 1
-	submitted := make(chan struct{})
-	go func() { q.submit(small); close(submitted) }()
-	select {
-	case <-submitted:
-		t.Fatal("submit did not wait for room")
-	case <-time.After(20 * time.Millisecond):
-	}
+	submitted := submitWaits(t, q, small)
 	got, ok := q.take()
 	require.True(t, ok)
 	require.Equal(t, 15, got[0].bytes)
