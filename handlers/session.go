@@ -103,11 +103,14 @@ func (a *applier) sessionProblem(s *session) (code, msg string) {
 		return topics.CodeSessionNotFound, fmt.Sprintf("session %q is not open (never opened, closed, or expired)", a.cmd.SessionID)
 	case !s.expiresAt.After(s.now):
 		return expired(s.id)
-	case g != nil && *g != s.generation:
+	case g != nil && *g < s.generation:
 		// Sent in an earlier life of the id, applied only after it was
 		// opened again: that life has ended, and this one is not the
 		// command's to use.
 		return topics.CodeSessionNotFound, fmt.Sprintf("session %q of generation %d is not open (it ended; the session_id was opened again)", s.id, *g)
+	case g != nil && *g > s.generation:
+		// No life of the id had it yet: a made-up or corrupted generation.
+		return topics.CodeSessionNotFound, fmt.Sprintf("session %q of generation %d was never opened", s.id, *g)
 	case s.owner != a.cmd.OwnerID:
 		return topics.CodeNotOwner, fmt.Sprintf("session %q belongs to another owner", s.id)
 	}

@@ -118,3 +118,27 @@ func TestSessionCommandsWithoutAGeneration(t *testing.T) {
 	require.Equal(t, topics.TypeSessionClosed, closed.Type)
 	require.Equal(t, 1, closed.SessionInfo.Leases)
 }
+
+// A generation above the open life's was never opened: a command naming
+// one is refused SESSION_NOT_FOUND saying so (not that the id was opened
+// again), and changes nothing, whoever sends it.
+func TestGenerationNeverOpenedIsRefused(t *testing.T) {
+	h := newHarness(t)
+	opened := h.one(h.session(topics.OpSessionOpen, "s", "svc", ttl(60)))
+	require.Equal(t, topics.TypeSessionOpened, opened.Type, opened.ErrorMessage)
+	future := generation(opened.SessionInfo.Generation + 1000)
+	before := h.sessionState()
+	for _, cmd := range []topics.Command{
+		h.session(topics.OpSessionKeepAlive, "s", "svc", future),
+		h.session(topics.OpSessionKeepAlive, "s", "intruder", future),
+		h.session(topics.OpSessionClose, "s", "svc", future),
+		h.acquire("orders", "svc", inSession("s"), future),
+	} {
+		ev := h.one(cmd)
+		require.Equal(t, topics.TypeRejected, ev.Type)
+		require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode, ev.ErrorMessage)
+		require.Contains(t, ev.ErrorMessage, "was never opened")
+		require.NotContains(t, ev.ErrorMessage, "opened again")
+	}
+	require.Equal(t, before, h.sessionState())
+}
