@@ -70,7 +70,7 @@ func answerQueriesOnce(silent ...string) func(context.Context, topics.Command) [
 // topic of n partitions.
 func lockOn(c *Client, p int32, n int) string {
 	for i := 0; ; i++ {
-		if name := fmt.Sprintf("on-%d-%d", p, i); keyPartition(c.ReplyTopic(), name, n) == p {
+		if name := fmt.Sprintf("on-%d-%d", p, i); keyPartition(name, n) == p {
 			return name
 		}
 	}
