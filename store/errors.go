@@ -218,7 +218,7 @@ func transient(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
-	if Conflict(err) {
+	if Conflict(err) || OutOfResources(err) {
 		return true
 	}
 	var pgErr *pgconn.PgError
@@ -375,6 +375,19 @@ func anyError(err error, match func(error) bool) bool {
 func lockTimedOut(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
+// OutOfResources reports whether err is PostgreSQL refusing a transaction
+// for want of its own resources, which a retry cures once an operator or
+// the server frees them (transient): class 53 but its connection slots
+// (53300, a failed connection as any other), disk full, out of memory, a
+// configured limit such as max_locks_per_transaction, or an I/O error
+// (58030). The records are bounded far below anything these could be a
+// record's fault for; retried as a bad record's would be, a batch waited
+// up to a minute between attempts, long after the disk had room again.
+func OutOfResources(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "53") && pgErr.Code != "53300" || pgErr.Code == "58030")
 }
 
 // Conflict reports whether err is PostgreSQL refusing a transaction for

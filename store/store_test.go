@@ -153,6 +153,39 @@ func TestInTxRetriesSerializationFailure(t *testing.T) {
 	require.ErrorIs(t, (*retries)[0], store.ErrTransient)
 }
 
+// A server out of its own resources (disk full, out of memory, a configured
+// limit, an I/O error) refuses a transaction for no fault of its records:
+// InTx retries it as transient, promptly, not as a bad batch. A program
+// limit (54000) is not retried: a statement too large for PostgreSQL is
+// refused again.
+func TestInTxRetriesServerOutOfResources(t *testing.T) {
+	t.Parallel()
+	for _, code := range []string{"53100", "53200", "53400", "58030", "54000"} {
+		st, retries := newStore(t)
+		calls := 0
+		refused := &pgconn.PgError{Code: code, Message: "refused with " + code}
+		err := st.InTx(context.Background(), func(tx pgx.Tx) error {
+			calls++
+			if calls == 1 {
+				return refused
+			}
+			return nil
+		})
+		if code == "54000" {
+			require.ErrorIs(t, err, refused)
+			require.NotErrorIs(t, err, store.ErrTransient)
+			require.False(t, store.OutOfResources(err))
+			require.Empty(t, *retries)
+			continue
+		}
+		require.NoError(t, err, code)
+		require.Equal(t, 2, calls, code)
+		require.Len(t, *retries, 1, code)
+		require.ErrorIs(t, (*retries)[0], store.ErrTransient, code)
+		require.True(t, store.OutOfResources((*retries)[0]), code)
+	}
+}
+
 // TestInTxRetriesRealSerializationConflict: two SERIALIZABLE transactions
 // that each read what the other writes; PostgreSQL fails one with 40001 and
 // InTx runs it again.

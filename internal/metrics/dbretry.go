@@ -24,10 +24,14 @@ const (
 	// server or connection that stopped answering, or a transaction longer
 	// than the bound.
 	retryTimeout = "timeout"
+	// retryResources: the database refused the transaction for want of its
+	// own resources (store.OutOfResources: disk full, out of memory, an I/O
+	// error): an outage of the server's, though it answers.
+	retryResources = "resources"
 )
 
 // RetryReasons are every reason RetryReason gives.
-var RetryReasons = []string{retryConnection, retryConflict, retryTimeout}
+var RetryReasons = []string{retryConnection, retryConflict, retryTimeout, retryResources}
 
 // DBRetry fits store.Config.OnRetry: it counts a transaction retried after
 // a transient error, by reason.
@@ -37,13 +41,16 @@ func (m *Metrics) DBRetry(_ int, err error, _ time.Duration) {
 
 // RetryReason is the reason of lockworker_db_retries_total a retry after
 // err counts under: a conflict between transactions (store.Conflict), an
-// attempt that outlasted its bound, or anything else store retries.
+// attempt that outlasted its bound, a server out of resources, or anything
+// else store retries.
 func RetryReason(err error) string {
 	switch {
 	case store.Conflict(err):
 		return retryConflict
 	case errors.Is(err, store.ErrAttemptTimedOut):
 		return retryTimeout
+	case store.OutOfResources(err):
+		return retryResources
 	}
 	return retryConnection
 }

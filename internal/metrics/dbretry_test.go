@@ -16,7 +16,7 @@ import (
 // reasons (so rate() sees the first retry) and counts what store.OnRetry is
 // told: a refused connection or a server shutting down as connection, a
 // serialization failure, a deadlock or a concurrent request_id as conflict,
-// an attempt that outlasted its bound as timeout.
+// an attempt that outlasted its bound as timeout, a disk full as resources.
 func TestMetricDBRetries(t *testing.T) {
 	m := New(Config{})
 	count := func(reason string) float64 {
@@ -25,6 +25,7 @@ func TestMetricDBRetries(t *testing.T) {
 	require.Zero(t, count("connection"))
 	require.Zero(t, count("conflict"))
 	require.Zero(t, count("timeout"))
+	require.Zero(t, count("resources"))
 
 	wrap := func(err error) error { return fmt.Errorf("%w: %w", store.ErrTransient, err) }
 	m.DBRetry(1, wrap(errors.New("dial tcp 10.0.0.5:5432: connect: connection refused")), time.Second)
@@ -36,4 +37,8 @@ func TestMetricDBRetries(t *testing.T) {
 	require.Equal(t, 2.0, count("connection"))
 	require.Equal(t, 3.0, count("conflict"))
 	require.Equal(t, 1.0, count("timeout"))
+	m.DBRetry(1, wrap(&pgconn.PgError{Code: "53100"}), time.Second) // disk full
+	m.DBRetry(1, wrap(&pgconn.PgError{Code: "53300"}), time.Second) // out of connection slots: connection
+	require.Equal(t, 1.0, count("resources"))
+	require.Equal(t, 3.0, count("connection"))
 }
