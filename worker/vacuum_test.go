@@ -359,3 +359,66 @@ func waitLiveRows(t *testing.T, st *store.Store, table string, n int64) {
 	t.Helper()
 	require.Eventually(t, func() bool { return tableStats(t, st, table).LiveRows >= n }, 10*time.Second, 20*time.Millisecond)
 }
+
+// TestVacuumerAnalyzesALongQueue: with no column statistics of
+// lock_waiters (autovacuum off, or not come yet), PostgreSQL looks one
+// owner's wait up through another index of the lock's waiters and reads
+// the whole queue; once the queue is long the loop analyzes the table, and
+// the look-up is planned by the unique key, reading its one row. A second
+// pass leaves the statistics alone.
+func TestVacuumerAnalyzesALongQueue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	set, err := st.ReadVacuumSettings(ctx)
+	require.NoError(t, err)
+	if !set.TrackCounts {
+		testdb.SkipMissing(t, "track_counts is off on this server: no changes are counted to analyze by; "+
+			"turn it on (track_counts = on in postgresql.conf, its default)")
+	}
+	_, err = st.Pool.Exec(ctx, `ALTER TABLE lock_waiters SET (autovacuum_enabled = false)`)
+	require.NoError(t, err)
+	// Inserted by a session of its own, which reports its counts as it
+	// exits.
+	conn, err := pgx.ConnectConfig(ctx, st.Pool.Config().ConnConfig.Copy())
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, `
+		INSERT INTO locks (lock_name, status, source_partition, waiter_count) VALUES ('hot', 'acquired', 0, 2000);
+		INSERT INTO lock_waiters (namespace, lock_name, owner_id, request_id, lease_duration, deadline, source_partition)
+			SELECT '', 'hot', 'q-' || g, 'r-' || g, 30, now() + interval '1 hour' + g * interval '1 ms', 0 FROM generate_series(1, 2000) g`)
+	require.NoError(t, err)
+	require.NoError(t, conn.Close(ctx))
+	waitLiveRows(t, st, "lock_waiters", 2000)
+
+	// The look-up, as the handlers' statements make it, under the generic
+	// plan a connection keeps; EXPLAIN ANALYZE shows the waiters it read.
+	lookUp := func() string {
+		c, err := pgx.ConnectConfig(ctx, st.Pool.Config().ConnConfig.Copy())
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		_, err = c.Exec(ctx, `SET plan_cache_mode = force_generic_plan;
+			PREPARE own(text, text, text) AS SELECT id FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`)
+		require.NoError(t, err)
+		rows, err := c.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE own('', 'hot', 'q-1500')`)
+		require.NoError(t, err)
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return strings.Join(lines, "\n")
+	}
+	before := lookUp()
+	require.Contains(t, before, "Rows Removed by Filter", "the premise: without statistics the look-up walks the queue:\n%s", before)
+
+	v, err := worker.NewVacuumer(worker.VacuumConfig{Store: st, Enabled: true, Interval: 20 * time.Millisecond})
+	require.NoError(t, err)
+	startVacuumer(t, v)
+	require.Eventually(t, func() bool {
+		s := v.Status()
+		return s.Runs > 0 && slices.Contains(s.LastAnalyzed, "lock_waiters")
+	}, 10*time.Second, 20*time.Millisecond)
+	after := lookUp()
+	require.Contains(t, after, "owner_id = $3", "by the unique key:\n%s", after)
+	require.NotContains(t, after, "Rows Removed by Filter", after)
+	require.Zero(t, tableStats(t, st, "lock_waiters").ModsSinceAnalyze)
+	runs := v.Status().Runs
+	require.Never(t, func() bool { return v.Status().Runs > runs+1 }, 300*time.Millisecond, 20*time.Millisecond)
+}
