@@ -84,8 +84,10 @@ func TestRelayPlansByIndex(t *testing.T) {
 		require.Positive(t, s.generic, "the cached generic plan is the one checked: %s", s.sql)
 		plan := testdb.CachedPlan(t, tx.Conn(), s.name)
 		require.NotContains(t, plan, "Seq Scan", "%s\n%s", s.sql, plan)
-		if s.sql == deleteRowsSQL {
-			require.Contains(t, plan, "Index Cond: (id = ANY ($1))", "%s\n%s", s.sql, plan)
+		if strings.Contains(s.sql, byRowRef) {
+			// Each pair looked up by the key, then the rows it found.
+			require.Contains(t, plan, "Index Cond: (id = r.id)", "%s\n%s", s.sql, plan)
+			require.Contains(t, plan, "Index Cond: (id = ANY (", "%s\n%s", s.sql, plan)
 		}
 	}
 	// A custom plan too, as PostgreSQL makes for a statement's first
@@ -102,6 +104,95 @@ func TestRelayPlansByIndex(t *testing.T) {
 	var remaining int
 	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&remaining))
 	require.Equal(t, 300-160, remaining)
+}
+
+// The statements that match rows by rowRef, the count of a failed publish
+// and the delete of published rows, handle a few rows for each pair under
+// the generic plan the relay's sessions cache, whatever the outbox's
+// statistics: here a VACUUM's that found it empty and kept its pages (a
+// queue's, whose truncation the writers' locks refuse), which estimate it
+// at one row. Joined with the pairs, its rows were then planned as a
+// nested loop that scanned the pairs again for each row: 2,000 rows, four
+// million compared. A pair whose created_at is not its row's (the id a
+// lost row's, handed out again after a failover) matches nothing.
+func TestByRowRefHandlesRowsInProportion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	_, err := st.Pool.Exec(ctx, `ALTER TABLE outbox SET (autovacuum_enabled = off);
+		INSERT INTO outbox (source_partition, topic, value) SELECT 0, 't', '\x00' FROM generate_series(1, 2000);
+		DELETE FROM outbox`)
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `VACUUM (TRUNCATE false, ANALYZE) outbox`)
+	require.NoError(t, err)
+	var ids []int64
+	var created []time.Time
+	require.NoError(t, st.Pool.QueryRow(ctx, `WITH n AS (INSERT INTO outbox (source_partition, topic, value)
+		SELECT 0, 't', '\x00' FROM generate_series(1, 2000) RETURNING id, created_at)
+		SELECT array_agg(id ORDER BY id), array_agg(created_at ORDER BY id) FROM n`).Scan(&ids, &created))
+	refs := make([]rowRef, len(ids))
+	run := make([]row, len(ids))
+	var wrong []int64
+	for i := range ids {
+		refs[i] = rowRef{ids[i], created[i]}
+		if i%100 == 0 {
+			refs[i].created = refs[i].created.Add(time.Microsecond)
+			wrong = append(wrong, ids[i])
+		}
+		run[i].rowRef = refs[i]
+	}
+
+	ex := testdb.NewExplained(t, st.Pool)
+	r, err := New(Config{Publisher: &liar{}, Pool: ex.Pool, MaxAttempts: math.MaxInt, PollInterval: time.Hour, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	require.NoError(t, r.failed(ctx, r.part(0), "t", run, errors.New("refused"), "TOPIC_AUTHORIZATION_FAILED"))
+	_, err = r.deleteRows(ctx, [][]rowRef{refs})
+	require.NoError(t, err)
+
+	for _, marker := range []string{"UPDATE outbox SET attempts", "DELETE FROM outbox WHERE"} {
+		var plan string
+		for _, p := range ex.Plans() {
+			if strings.Contains(p, marker) {
+				plan = p
+			}
+		}
+		require.NotEmpty(t, plan, "auto_explain reported no statement with %q", marker)
+		t.Logf("%s", plan)
+		for _, m := range regexp.MustCompile(`Function Scan on .*loops=(\d+)\)`).FindAllStringSubmatch(plan, -1) {
+			require.Equal(t, "1", m[1], "the pairs scanned once:\n%s", plan)
+		}
+		require.LessOrEqual(t, planRows(t, plan), 10*len(refs), "a few rows handled for each pair:\n%s", plan)
+	}
+	var left []int64
+	var attempts []int32
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT array_agg(id ORDER BY id), array_agg(attempts ORDER BY id) FROM outbox`).Scan(&left, &attempts))
+	require.Equal(t, wrong, left, "the rows whose pair's created_at is not theirs left")
+	require.Equal(t, make([]int32, len(wrong)), attempts, "and not counted")
+}
+
+// planRows is the rows an auto_explain plan's nodes handled: each node's
+// rows and those it removed (by a filter, a join filter, a recheck), times
+// its loops, which the plan's counts are averages over.
+func planRows(t *testing.T, plan string) int {
+	t.Helper()
+	node := regexp.MustCompile(`\(actual rows=(\d+) loops=(\d+)\)`)
+	removed := regexp.MustCompile(`Rows Removed by [A-Za-z ]+: (\d+)`)
+	total, loops := 0, 0
+	for _, line := range strings.Split(plan, "\n") {
+		if m := node.FindStringSubmatch(line); m != nil {
+			rows, err := strconv.Atoi(m[1])
+			require.NoError(t, err)
+			loops, err = strconv.Atoi(m[2])
+			require.NoError(t, err)
+			total += rows * loops
+		} else if m := removed.FindStringSubmatch(line); m != nil {
+			n, err := strconv.Atoi(m[1])
+			require.NoError(t, err)
+			total += n * loops
+		}
+	}
+	require.Positive(t, total, "no rows counted in the plan:\n%s", plan)
+	return total
 }
 
 // A read walks only its partitions' rows, in outbox_waiting, under the
