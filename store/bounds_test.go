@@ -119,7 +119,7 @@ func TestStatementsOfTheirOwnBounded(t *testing.T) {
 			return err
 		},
 		"Vacuum": func(ctx context.Context, st *store.Store) error {
-			_, err := st.Vacuum(ctx, []string{"effects"}, nil)
+			_, err := st.Vacuum(ctx, []string{"effects"})
 			return err
 		},
 	} {

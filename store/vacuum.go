@@ -25,9 +25,6 @@ type TableStats struct {
 	// reltuples, set by the last VACUUM or ANALYZE); -1 when the table was
 	// never vacuumed or analyzed.
 	StatsRows int64 `json:"stats_rows"`
-	// ModsSinceAnalyze is the rows inserted, updated or deleted since the
-	// table's column statistics were last gathered (n_mod_since_analyze).
-	ModsSinceAnalyze int64 `json:"mods_since_analyze"`
 	// LastVacuum and LastAutovacuum are nil when the table was never
 	// vacuumed that way.
 	LastVacuum     *time.Time `json:"last_vacuum"`
@@ -67,7 +64,7 @@ func (s *Store) ReadTableStats(ctx context.Context) ([]TableStats, error) {
 	ctx, done, cancel := s.bounded(ctx)
 	defer cancel()
 	rows, err := s.Pool.Query(ctx, `
-		SELECT s.relname::text, s.n_live_tup, s.n_dead_tup, c.reltuples::bigint, s.n_mod_since_analyze, s.last_vacuum, s.last_autovacuum
+		SELECT s.relname::text, s.n_live_tup, s.n_dead_tup, c.reltuples::bigint, s.last_vacuum, s.last_autovacuum
 		FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
 		WHERE s.schemaname = current_schema() AND s.relname = ANY ($1::text[])
 		ORDER BY array_position($1::text[], s.relname::text)`, HotTables)
@@ -76,7 +73,7 @@ func (s *Store) ReadTableStats(ctx context.Context) ([]TableStats, error) {
 	}
 	stats, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TableStats, error) {
 		var t TableStats
-		err := r.Scan(&t.Table, &t.LiveRows, &t.DeadRows, &t.StatsRows, &t.ModsSinceAnalyze, &t.LastVacuum, &t.LastAutovacuum)
+		err := r.Scan(&t.Table, &t.LiveRows, &t.DeadRows, &t.StatsRows, &t.LastVacuum, &t.LastAutovacuum)
 		return t, err
 	})
 	if err != nil {
@@ -91,9 +88,9 @@ func (s *Store) ReadTableStats(ctx context.Context) ([]TableStats, error) {
 // database do not wait for each other.
 const VacuumLockClass = 0x4c57_5643 // "LWVC"
 
-// Vacuum runs VACUUM on tables of the worker's schema, then ANALYZE on
-// analyze, unless another worker on the same schema is vacuuming: then it
-// does nothing and returns false. Only one replica vacuums at a time, since two VACUUMs of a table
+// Vacuum runs VACUUM on tables of the worker's schema, unless another
+// worker on the same schema is vacuuming: then it does nothing and returns
+// false. Only one replica vacuums at a time, since two VACUUMs of a table
 // would only queue behind each other. SKIP_LOCKED passes over a table that
 // another VACUUM (autovacuum's, or an operator's) holds, instead of waiting.
 //
@@ -108,8 +105,8 @@ const VacuumLockClass = 0x4c57_5643 // "LWVC"
 // session whose client vanished until it notices (up to
 // Config.ClientGoneTimeout after the VACUUM ends, over TCP); other
 // replicas skip their passes meanwhile.
-func (s *Store) Vacuum(ctx context.Context, tables, analyze []string) (bool, error) {
-	if len(tables) == 0 && len(analyze) == 0 {
+func (s *Store) Vacuum(ctx context.Context, tables []string) (bool, error) {
+	if len(tables) == 0 {
 		return true, nil
 	}
 	lctx, done, cancel := s.bounded(ctx)
@@ -126,23 +123,15 @@ func (s *Store) Vacuum(ctx context.Context, tables, analyze []string) (bool, err
 	if !got {
 		return false, nil
 	}
+	quoted := make([]string, len(tables))
+	for i, t := range tables {
+		quoted[i] = pgx.Identifier{t}.Sanitize()
+	}
 	// The VACUUM may take long on bloated tables: the most a transaction's
 	// attempt may grow to.
 	vctx, done, vcancel := s.boundedBy(ctx, s.cfg.AttemptTimeout*maxAttemptGrowth)
 	defer vcancel()
-	for _, step := range []struct {
-		sql    string
-		tables []string
-	}{{"VACUUM (SKIP_LOCKED) ", tables}, {"ANALYZE (SKIP_LOCKED) ", analyze}} {
-		if len(step.tables) == 0 || err != nil {
-			continue
-		}
-		quoted := make([]string, len(step.tables))
-		for i, t := range step.tables {
-			quoted[i] = pgx.Identifier{t}.Sanitize()
-		}
-		_, err = c.Exec(vctx, step.sql+strings.Join(quoted, ", "))
-	}
+	_, err = c.Exec(vctx, "VACUUM (SKIP_LOCKED) "+strings.Join(quoted, ", "))
 	if err == nil {
 		var ucancel context.CancelFunc
 		lctx, done, ucancel = s.bounded(ctx)
@@ -155,7 +144,7 @@ func (s *Store) Vacuum(ctx context.Context, tables, analyze []string) (bool, err
 		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer ccancel()
 		_ = c.Hijack().Close(cctx)
-		return true, fmt.Errorf("vacuuming %s: %w", strings.Join(append(tables, analyze...), ", "), done(err))
+		return true, fmt.Errorf("vacuuming %s: %w", strings.Join(tables, ", "), done(err))
 	}
 	return true, nil
 }

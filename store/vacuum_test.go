@@ -74,7 +74,7 @@ func TestVacuumClearsDeadRows(t *testing.T) {
 	for _, table := range []string{"locks", "outbox", "consumer_offsets"} {
 		waitStats(t, st, table, func(s store.TableStats) bool { return s.DeadRows > 0 })
 	}
-	ran, err := st.Vacuum(context.Background(), store.HotTables, nil)
+	ran, err := st.Vacuum(context.Background(), store.HotTables)
 	require.NoError(t, err)
 	require.True(t, ran)
 	for _, table := range []string{"locks", "outbox", "consumer_offsets"} {
@@ -86,7 +86,7 @@ func TestVacuumClearsDeadRows(t *testing.T) {
 	// same database) keeps its dead rows until it ends: vacuum again until
 	// they are gone.
 	require.Eventually(t, func() bool {
-		_, err := st.Vacuum(context.Background(), store.HotTables, nil)
+		_, err := st.Vacuum(context.Background(), store.HotTables)
 		require.NoError(t, err)
 		stats, err := st.ReadTableStats(context.Background())
 		require.NoError(t, err)
@@ -102,7 +102,7 @@ func TestVacuumClearsDeadRows(t *testing.T) {
 func TestVacuumQuotesNames(t *testing.T) {
 	t.Parallel()
 	st := testdb.New(t)
-	_, err := st.Vacuum(context.Background(), []string{`locks"; DROP TABLE locks; --`}, nil)
+	_, err := st.Vacuum(context.Background(), []string{`locks"; DROP TABLE locks; --`})
 	require.Error(t, err, "a name is one quoted identifier, never SQL")
 	stats, err := st.ReadTableStats(context.Background())
 	require.NoError(t, err)
@@ -124,20 +124,20 @@ func TestVacuumOneReplicaAtATime(t *testing.T) {
 	_, err = replica.Exec(ctx, `SELECT pg_advisory_lock($1, hashtext(current_schema()))`, store.VacuumLockClass)
 	require.NoError(t, err)
 
-	ran, err := st.Vacuum(ctx, store.HotTables, nil)
+	ran, err := st.Vacuum(ctx, store.HotTables)
 	require.NoError(t, err)
 	require.False(t, ran, "another replica is vacuuming this schema")
 	var vacuumed bool
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT bool_or(vacuum_count > 0) FROM pg_stat_user_tables WHERE schemaname = current_schema()`).Scan(&vacuumed))
 	require.False(t, vacuumed, "nothing was vacuumed")
 
-	ran, err = other.Vacuum(ctx, store.HotTables, nil)
+	ran, err = other.Vacuum(ctx, store.HotTables)
 	require.NoError(t, err)
 	require.True(t, ran, "the lock is per schema")
 
 	_, err = replica.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, store.VacuumLockClass)
 	require.NoError(t, err)
-	ran, err = st.Vacuum(ctx, store.HotTables, nil)
+	ran, err = st.Vacuum(ctx, store.HotTables)
 	require.NoError(t, err)
 	require.True(t, ran)
 	// Vacuum gave the lock back: the other session can take it.

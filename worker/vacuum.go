@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"time"
 
@@ -65,18 +64,6 @@ const (
 	grownMaxStats = 100_000
 )
 
-// analyzedTables are the hot tables the loop also analyzes (unanalyzed):
-// lock_waiters, whose look-ups of one owner's wait (namespace, lock_name,
-// owner_id) PostgreSQL plans by its unique key only when its column
-// statistics show a lock's queue long. Without them it costs the other
-// indexes of the lock's waiters (lock_waiters_fifo,
-// lock_waiters_lock_deadline) as finding one row too, takes one of them,
-// and every command on a lock queued W deep read its W waiters: O(W²) to
-// queue or drain it (10,000 queued in 56 s, 9,550 withdrawals at 295 a
-// second). An ANALYZE of the queue as it stands ends that; the statistics
-// of a table that empties again are kept until its next ANALYZE with rows.
-var analyzedTables = []string{"lock_waiters"}
-
 // VacuumStatus is what the loop knows, for /health/locks.
 type VacuumStatus struct {
 	// Enabled is VACUUM_ENABLED.
@@ -89,12 +76,10 @@ type VacuumStatus struct {
 	// LastRun is the end of the worker's last VACUUM, LastTables what it
 	// vacuumed and LastDurationMS how long it took; Runs counts them (this
 	// process only).
-	LastRun    *time.Time `json:"last_run"`
-	LastTables []string   `json:"last_tables,omitempty"`
-	// LastAnalyzed is what that run analyzed (analyzedTables).
-	LastAnalyzed   []string `json:"last_analyzed,omitempty"`
-	LastDurationMS float64  `json:"last_duration_ms"`
-	Runs           int64    `json:"runs"`
+	LastRun        *time.Time `json:"last_run"`
+	LastTables     []string   `json:"last_tables,omitempty"`
+	LastDurationMS float64    `json:"last_duration_ms"`
+	Runs           int64      `json:"runs"`
 	// Tables are the hot tables' statistics at the last pass.
 	Tables []store.TableStats `json:"tables,omitempty"`
 	// Error is the last pass's failure, empty when it succeeded.
@@ -161,7 +146,6 @@ func (v *Vacuumer) Status() VacuumStatus {
 	defer v.mu.Unlock()
 	s := v.status
 	s.LastTables = append([]string(nil), s.LastTables...)
-	s.LastAnalyzed = append([]string(nil), s.LastAnalyzed...)
 	s.Tables = append([]store.TableStats(nil), s.Tables...)
 	return s
 }
@@ -254,7 +238,7 @@ func (v *Vacuumer) pass(ctx context.Context) (err error) {
 	v.mu.Lock()
 	v.status.Settings, v.status.Tables = &set, stats
 	v.mu.Unlock()
-	var due, analyze []string
+	var due []string
 	behind := false // a table is due for its dead rows, not only its growth
 	for _, t := range stats {
 		v.cfg.Metrics.TableDeadRows(t.Table, t.DeadRows)
@@ -264,15 +248,12 @@ func (v *Vacuumer) pass(ctx context.Context) (err error) {
 		case grown(t):
 			due = append(due, t.Table)
 		}
-		if unanalyzed(t) {
-			analyze = append(analyze, t.Table)
-		}
 	}
-	if len(due) == 0 && len(analyze) == 0 {
+	if len(due) == 0 {
 		return nil
 	}
 	start := time.Now()
-	ran, err := v.cfg.Store.Vacuum(ctx, due, analyze)
+	ran, err := v.cfg.Store.Vacuum(ctx, due)
 	took := time.Since(start)
 	switch {
 	case err != nil && ctx.Err() != nil:
@@ -291,7 +272,7 @@ func (v *Vacuumer) pass(ctx context.Context) (err error) {
 	v.cfg.Metrics.VacuumRun(VacuumDone)
 	end := time.Now()
 	v.mu.Lock()
-	v.status.LastRun, v.status.LastTables, v.status.LastAnalyzed, v.status.LastDurationMS = &end, due, analyze, float64(took)/float64(time.Millisecond)
+	v.status.LastRun, v.status.LastTables, v.status.LastDurationMS = &end, due, float64(took)/float64(time.Millisecond)
 	v.status.Runs++
 	v.mu.Unlock()
 	ev := v.log.Debug()
@@ -302,7 +283,7 @@ func (v *Vacuumer) pass(ctx context.Context) (err error) {
 	for _, t := range stats {
 		dead.Int64(t.Table, t.DeadRows)
 	}
-	ev.Strs("tables", due).Strs("analyzed", analyze).Dict("dead_rows", dead).Dur("took", took).Bool("autovacuum", set.Runs()).Msg("vacuumed hot tables")
+	ev.Strs("tables", due).Dict("dead_rows", dead).Dur("took", took).Bool("autovacuum", set.Runs()).Msg("vacuumed hot tables")
 	return nil
 }
 
@@ -312,14 +293,6 @@ func (v *Vacuumer) pass(ctx context.Context) (err error) {
 // VACUUM; the next VACUUM counts them, so it does not repeat.
 func grown(t store.TableStats) bool {
 	return t.LiveRows >= grownMinRows && t.LiveRows >= 2*t.StatsRows && t.StatsRows < grownMaxStats
-}
-
-// unanalyzed reports whether table t, one of analyzedTables, holds
-// grownMinRows rows or more and has changed by as many rows as it holds
-// since its column statistics were gathered: a queue that grew long, or
-// turned over, since. A queue standing long and still is analyzed once.
-func unanalyzed(t store.TableStats) bool {
-	return slices.Contains(analyzedTables, t.Table) && t.LiveRows >= grownMinRows && t.ModsSinceAnalyze >= t.LiveRows
 }
 
 // due reports whether table t is to be vacuumed now.
