@@ -1,0 +1,63 @@
+package handlers
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/topics"
+)
+
+// One owner's wait is read by the unique key, not through the lock's whole
+// queue, under the generic plans the worker's connections keep, whatever
+// the statistics of lock_waiters say: never gathered (autovacuum off, or
+// not come yet), or gathered while the table held many locks' waiters,
+// before one lock's queue grew long. Asked by equality, every index of the
+// lock's waiters estimated one row there, and PostgreSQL took the
+// smallest, which walks the queue: every command on a lock queued W deep
+// read its W waiters.
+func TestOwnersWaitIsReadByItsKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 3,000 locks and a queue of 5,000")
+	}
+	t.Parallel()
+	for _, analyzed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("analyzed before the queue: %v", analyzed), func(t *testing.T) {
+			t.Parallel()
+			st := testdb.New(t)
+			fillLarge(t, st.Pool, 3000, 2000, analyzed) // waiter-N on held-N, N < 2,000
+			const hot, queueLen = "held-2009", 5000
+			fillQueue(t, st.Pool, hot, queueLen, false)
+			conn := testdb.NewExplained(t, st.Pool)
+			env := Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/test", Partition: 3}
+			cmd := func(id, owner string) topics.Command {
+				return topics.Command{Operation: topics.OpRelease, RequestID: "plan-" + id, LockName: hot, OwnerID: owner, ReplyTo: "locks.replies.plan"}
+			}
+			// Past the five custom plans PostgreSQL makes first: the
+			// generic plan is the one a connection keeps.
+			var batches [][]topics.Command
+			for i := range 7 {
+				batches = append(batches, []topics.Command{
+					cmd(fmt.Sprintf("withdraw-%d", i), fmt.Sprintf("queue-%d", queueLen-1-i)), // a deep waiter gives up
+					cmd(fmt.Sprintf("not-held-%d", i), "nobody"),                              // nobody's wait: NOT_HELD
+				})
+			}
+			applyBatches(t, conn.Pool, env, batches)
+			n := 0
+			for _, p := range conn.Plans() {
+				if !strings.Contains(p, "id NOT IN (SELECT id FROM head)") { // waitersSQL
+					continue
+				}
+				n++
+				pages, err := testdb.PlanPages(p)
+				require.NoError(t, err, p)
+				require.Less(t, pages, 40, "the waiters' read walked the queue of %d:\n%s", queueLen, p)
+			}
+			require.Equal(t, 14, n, "every command's read of the waiters explained")
+		})
+	}
+}
