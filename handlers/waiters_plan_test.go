@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -60,4 +61,48 @@ func TestOwnersWaitIsReadByItsKey(t *testing.T) {
 			require.Equal(t, 14, n, "every command's read of the waiters explained")
 		})
 	}
+}
+
+// The holder's extend in one statement probes whether a session waits for
+// its lock with that lock's entries of lock_waiters_lock_session, under
+// the generic plan, also where lock_waiters was analyzed nearly empty and
+// sessions then queued on thousands of other locks: PostgreSQL made the
+// probe a hashed subplan of every session's wait in the table, read for
+// each extend of a lock with waiters.
+func TestExtendProbesItsLocksSessionWaitsOnly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 6,000 locks and 5,000 session waits")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	fillLarge(t, st.Pool, 6000, 3, true) // analyzed with waiter-1 and waiter-2 alone
+	_, err := st.Pool.Exec(ctx, `
+		INSERT INTO lock_waiters (namespace, lock_name, owner_id, request_id, lease_duration, deadline, source_partition, reply_to, session_id)
+			SELECT namespace, lock_name, 'big-owner', 'big-' || lock_name, 30, now() + interval '1 hour', source_partition, 'locks.replies.fill', 'big'
+			FROM locks WHERE lock_name ~ '^held-[0-9]+$' AND substr(lock_name, 6)::int BETWEEN 100 AND 5099;
+		UPDATE locks SET waiter_count = waiter_count + 1 WHERE lock_name IN (SELECT lock_name FROM lock_waiters WHERE session_id = 'big')`)
+	require.NoError(t, err)
+	conn := testdb.NewExplained(t, st.Pool)
+	env := Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/test", Partition: 1}
+	var batches [][]topics.Command
+	for i := range 7 { // past the five custom plans
+		batches = append(batches, []topics.Command{{Operation: topics.OpExtend, RequestID: fmt.Sprintf("extend-%d", i),
+			LockName: "held-1", OwnerID: "owner-1", ExtensionDuration: 30, ReplyTo: "locks.replies.plan"}}) // held-1 has waiter-1
+	}
+	applyBatches(t, conn.Pool, env, batches)
+	n := 0
+	for _, p := range conn.Plans() {
+		if !strings.Contains(p, "extension_count = h.extension_count + 1") {
+			continue
+		}
+		n++
+		pages, err := testdb.PlanPages(p)
+		require.NoError(t, err, p)
+		require.Less(t, pages, 60, "the extend read other locks' session waits:\n%s", p)
+	}
+	require.Equal(t, 7, n, "every extend explained")
+	var extensions int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT extension_count FROM lock_holders WHERE lock_name = 'held-1'`).Scan(&extensions))
+	require.Equal(t, 7, extensions)
 }
