@@ -382,9 +382,13 @@ func lockTimedOut(err error) bool {
 // the server frees them (transient): class 53 but its connection slots
 // (53300, a failed connection as any other), disk full, out of memory, a
 // configured limit such as max_locks_per_transaction, or an I/O error
-// (58030). The records are bounded far below anything these could be a
-// record's fault for; retried as a bad record's would be, a batch waited
-// up to a minute between attempts, long after the disk had room again.
+// (58030). Retried as an unexplained failure is, a batch waited up to a
+// minute between attempts, long after the disk had room again, and nothing
+// counted it. One command can meet them too, every time it runs (a
+// session_close sorting more than temp_file_limit, 53400): like any
+// refusal outside classes 22 and 23 it was never dead-lettered, so it
+// holds its partitions either way, now counted and retried within 5 s
+// until an operator lifts the limit.
 func OutOfResources(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "53") && pgErr.Code != "53300" || pgErr.Code == "58030")
