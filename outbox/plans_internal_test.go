@@ -26,11 +26,7 @@ func TestRelayPlansByIndex(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	st := testdb.New(t)
-	var ids []int64
-	var created []time.Time
-	require.NoError(t, st.Pool.QueryRow(ctx, `WITH n AS (INSERT INTO outbox (source_partition, topic, value)
-		SELECT 0, 't', '\x00' FROM generate_series(1, 300) RETURNING id, created_at)
-		SELECT array_agg(id ORDER BY id), array_agg(created_at ORDER BY id) FROM n`).Scan(&ids, &created))
+	ids, created := insertRows(t, st.Pool, 300)
 	refs := make([]rowRef, len(ids))
 	for i := range ids {
 		refs[i] = rowRef{ids[i], created[i]}
@@ -125,11 +121,7 @@ func TestByRowRefHandlesRowsInProportion(t *testing.T) {
 	require.NoError(t, err)
 	_, err = st.Pool.Exec(ctx, `VACUUM (TRUNCATE false, ANALYZE) outbox`)
 	require.NoError(t, err)
-	var ids []int64
-	var created []time.Time
-	require.NoError(t, st.Pool.QueryRow(ctx, `WITH n AS (INSERT INTO outbox (source_partition, topic, value)
-		SELECT 0, 't', '\x00' FROM generate_series(1, 2000) RETURNING id, created_at)
-		SELECT array_agg(id ORDER BY id), array_agg(created_at ORDER BY id) FROM n`).Scan(&ids, &created))
+	ids, created := insertRows(t, st.Pool, 2000)
 	refs := make([]rowRef, len(ids))
 	run := make([]row, len(ids))
 	var wrong []int64
@@ -424,4 +416,16 @@ func TestPlansByIndexWhateverTheStatistics(t *testing.T) {
 		t.Run(stats+"/generic", func(t *testing.T) { check(t, st.Pool) })
 		t.Run(stats+"/auto", func(t *testing.T) { check(t, autoPool) })
 	}
+}
+
+// insertRows inserts n rows of partition 0 into the outbox and returns their
+// ids and created_at, in id order.
+func insertRows(t *testing.T, pool *pgxpool.Pool, n int) ([]int64, []time.Time) {
+	t.Helper()
+	var ids []int64
+	var created []time.Time
+	require.NoError(t, pool.QueryRow(context.Background(), `WITH n AS (INSERT INTO outbox (source_partition, topic, value)
+		SELECT 0, 't', '\x00' FROM generate_series(1, $1::int) RETURNING id, created_at)
+		SELECT array_agg(id ORDER BY id), array_agg(created_at ORDER BY id) FROM n`, n).Scan(&ids, &created))
+	return ids, created
 }
