@@ -50,8 +50,14 @@ func NewKafkaPublisher(kopts []kgo.Opt, deliveryTimeout time.Duration, replyPref
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the relay's Kafka producer: %w", err)
 	}
+	// Reply topics it creates have one partition, as the SDK's own (a
+	// requester reads all of its topic): the broker's num.partitions (10 on
+	// devkafka) multiplied what the producer keeps per topic it publishes
+	// to, and 10,000 requesters' topics of 10 partitions held a heap past
+	// the binary's 150 MiB GOMEMLIMIT, collected without end.
 	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Client: cl,
-		AutoCreateTopics: createReplyTopics && replyPrefix != "", AutoCreatePrefix: replyPrefix, TopicReplicationFactor: replicationFactor,
+		AutoCreateTopics: createReplyTopics && replyPrefix != "", AutoCreatePrefix: replyPrefix,
+		TopicPartitions: 1, TopicReplicationFactor: replicationFactor,
 		PurgePrefix: replyPrefix}, nil)
 	if err != nil {
 		cl.Close()
