@@ -16,9 +16,17 @@ import (
 // than max topics exist under the reply prefix. A topic not known yet is
 // looked up on its own, so one its requester created just before producing
 // the command is found (the SDK creates its reply topic in New and may
-// send at once), within bounds (maxLookups, missingFor); the set of all
-// topics, to count them, is read at most once per second, and replaces the
-// set, so topics deleted since no longer count. Both ask the brokers
+// send at once), within bounds (maxLookups, missingFor). The count is of
+// the topics known: seen on the brokers (looked up, or listed) or allowed
+// here as new. All topics are listed, replacing the set, at the first new
+// topic, then once a minute (pruneEvery), so that topics requesters
+// created that no command named count, and whenever the count reaches max
+// (at most once a second), so that topics deleted since no longer do: a
+// listing names every topic of the cluster with its partitions, and read
+// for each new requester's first command, as it was, it held appliers'
+// transactions open for seconds once 10,000 topics existed. Topics
+// requesters create between two listings may take the total under the
+// prefix past max by their number. Both ask the brokers
 // directly: the client's metadata cache, which kadm's listings use, can be
 // seconds old. A topic allowed here as new counts at once, and for
 // pendingCreation after even where a listing does not show it yet, so no
@@ -61,8 +69,8 @@ const (
 	maxLookups      = 200
 	maxMissing      = 10000
 	pendingCreation = time.Minute
-	// pruneEvery: without creation, how often a lookup of a topic not
-	// known also reads all topics, dropping those deleted since.
+	// pruneEvery: how often a lookup of a topic not known also reads all
+	// topics, counting those created since and dropping those deleted.
 	pruneEvery = time.Minute
 )
 
@@ -124,9 +132,13 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 		_, n := rt.has(topic)
 		return troubled, n
 	}
-	if !troubled {
+	if !troubled && now.Sub(rt.listed) >= pruneEvery {
 		rt.list(ctx)
 	}
+	if ok, n := rt.count(topic, now); ok || troubled {
+		return ok, n
+	}
+	rt.list(ctx)
 	return rt.count(topic, now)
 }
 

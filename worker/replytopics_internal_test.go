@@ -117,3 +117,67 @@ func TestReplyTopicDeniedIsNotTrouble(t *testing.T) {
 	ok, _ = rt.allow(context.Background(), "locks.replies.missing")
 	require.False(t, ok, "a missing topic named next is still refused")
 }
+
+// listingBrokers answer Metadata: a lookup of named topics says each is
+// missing, and a listing of all (none named) shows existing; listings
+// counts those.
+type listingBrokers struct {
+	existing []string
+	listings int
+}
+
+func (b *listingBrokers) Request(_ context.Context, r kmsg.Request) (kmsg.Response, error) {
+	resp := kmsg.NewPtrMetadataResponse()
+	req := r.(*kmsg.MetadataRequest)
+	if req.Topics == nil {
+		b.listings++
+		for _, name := range b.existing {
+			rt := kmsg.NewMetadataResponseTopic()
+			rt.Topic = kmsg.StringPtr(name)
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil
+	}
+	for _, t := range req.Topics {
+		rt := kmsg.NewMetadataResponseTopic()
+		rt.Topic = t.Topic
+		rt.ErrorCode = kerr.UnknownTopicOrPartition.Code
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp, nil
+}
+
+// New reply topics are allowed without listing every topic of the cluster
+// for each (a listing names them all, with their partitions: read for each
+// new requester, it held appliers for seconds among 10,000 topics): the
+// first is, then one a minute; at the bound a listing counts the topics as
+// they are, dropping those allowed and never created since.
+func TestNewReplyTopicsAreNotListedEachTime(t *testing.T) {
+	brokers := &listingBrokers{}
+	rt := newReplyTopics(brokers, "locks.replies.", 3, true)
+	for i := range 3 {
+		ok, n := rt.allow(context.Background(), fmt.Sprint("locks.replies.new-", i))
+		require.True(t, ok, "topic %d", i)
+		require.Equal(t, i+1, n)
+		rt.listed = rt.listed.Add(-2 * time.Second) // as seconds apart
+	}
+	require.Equal(t, 1, brokers.listings, "the first new topic's listing alone")
+
+	ok, n := rt.allow(context.Background(), "locks.replies.new-3")
+	require.False(t, ok, "past the bound")
+	require.Equal(t, 3, n)
+	require.Equal(t, 2, brokers.listings, "the bound reached: the topics listed")
+
+	// The topics allowed were never created: past pendingCreation a
+	// listing no longer counts them, and a new one is allowed.
+	rt.knownMu.Lock()
+	for name := range rt.known {
+		rt.known[name] = time.Now().Add(-2 * pendingCreation)
+	}
+	rt.knownMu.Unlock()
+	rt.listed = time.Time{}
+	brokers.existing = []string{"locks.replies.made-by-its-requester", "other.topic"}
+	ok, n = rt.allow(context.Background(), "locks.replies.new-4")
+	require.True(t, ok)
+	require.Equal(t, 2, n, "the one its requester made, and the new one")
+}
