@@ -26,8 +26,8 @@
 // stops cleanly: a batch it stored but had not answered, which a replica
 // retries once devkafka is back on the same -dir, is stored a second time
 // (package embedded, "Persistence"). It holds two files open for each
-// partition written to (10 partitions a topic it creates unasked, such as
-// a requester's reply topic the SDK creates with the broker's count): past
+// partition written to (a topic created with its default count has 10;
+// the reply topics lockworker and its SDK create have one): past
 // the process's open-file limit (ulimit -n) every further write fails
 // UNKNOWN_SERVER_ERROR, so raise it for runs with thousands of requesters.
 package main
