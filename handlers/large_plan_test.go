@@ -42,7 +42,7 @@ func TestPlansOnLargeTables(t *testing.T) {
 	// The pool's session settings (store.Open's): its generic plans.
 	conn := testdb.NewExplained(t, st.Pool)
 
-	env := Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/test", Partition: 3}
+	env := planEnv(3)
 	reply := "locks.replies.audit"
 	cmd := func(op, id, lock, owner string) topics.Command {
 		return topics.Command{Operation: op, RequestID: "audit-" + id, LockName: lock, OwnerID: owner, ReplyTo: reply}

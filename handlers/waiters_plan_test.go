@@ -34,7 +34,6 @@ func TestOwnersWaitIsReadByItsKey(t *testing.T) {
 			const hot, queueLen = "held-2009", 5000
 			fillQueue(t, st.Pool, hot, queueLen, false)
 			conn := testdb.NewExplained(t, st.Pool)
-			env := Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/test", Partition: 3}
 			cmd := func(id, owner string) topics.Command {
 				return topics.Command{Operation: topics.OpRelease, RequestID: "plan-" + id, LockName: hot, OwnerID: owner, ReplyTo: "locks.replies.plan"}
 			}
@@ -47,17 +46,8 @@ func TestOwnersWaitIsReadByItsKey(t *testing.T) {
 					cmd(fmt.Sprintf("not-held-%d", i), "nobody"),                              // nobody's wait: NOT_HELD
 				})
 			}
-			applyBatches(t, conn.Pool, env, batches)
-			n := 0
-			for _, p := range conn.Plans() {
-				if !strings.Contains(p, "id NOT IN (SELECT id FROM head)") { // waitersSQL
-					continue
-				}
-				n++
-				pages, err := testdb.PlanPages(p)
-				require.NoError(t, err, p)
-				require.Less(t, pages, 40, "the waiters' read walked the queue of %d:\n%s", queueLen, p)
-			}
+			applyBatches(t, conn.Pool, planEnv(3), batches)
+			n := fewPages(t, conn, "id NOT IN (SELECT id FROM head)", 40) // waitersSQL
 			require.Equal(t, 14, n, "every command's read of the waiters explained")
 		})
 	}
@@ -84,25 +74,37 @@ func TestExtendProbesItsLocksSessionWaitsOnly(t *testing.T) {
 		UPDATE locks SET waiter_count = waiter_count + 1 WHERE lock_name IN (SELECT lock_name FROM lock_waiters WHERE session_id = 'big')`)
 	require.NoError(t, err)
 	conn := testdb.NewExplained(t, st.Pool)
-	env := Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/test", Partition: 1}
 	var batches [][]topics.Command
 	for i := range 7 { // past the five custom plans
 		batches = append(batches, []topics.Command{{Operation: topics.OpExtend, RequestID: fmt.Sprintf("extend-%d", i),
 			LockName: "held-1", OwnerID: "owner-1", ExtensionDuration: 30, ReplyTo: "locks.replies.plan"}}) // held-1 has waiter-1
 	}
-	applyBatches(t, conn.Pool, env, batches)
+	applyBatches(t, conn.Pool, planEnv(1), batches)
+	n := fewPages(t, conn, "extension_count = h.extension_count + 1", 60)
+	require.Equal(t, 7, n, "every extend explained")
+	var extensions int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT extension_count FROM lock_holders WHERE lock_name = 'held-1'`).Scan(&extensions))
+	require.Equal(t, 7, extensions)
+}
+
+// planEnv is the Env of the plan tests' batches, of partition p.
+func planEnv(p int32) Env {
+	return Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/test", Partition: p}
+}
+
+// fewPages checks that every statement explained whose plan holds marker
+// read fewer than limit pages, and returns how many there were.
+func fewPages(t *testing.T, conn *testdb.Explained, marker string, limit int) int {
+	t.Helper()
 	n := 0
 	for _, p := range conn.Plans() {
-		if !strings.Contains(p, "extension_count = h.extension_count + 1") {
+		if !strings.Contains(p, marker) {
 			continue
 		}
 		n++
 		pages, err := testdb.PlanPages(p)
 		require.NoError(t, err, p)
-		require.Less(t, pages, 60, "the extend read other locks' session waits:\n%s", p)
+		require.Less(t, pages, limit, "a statement read too much:\n%s", p)
 	}
-	require.Equal(t, 7, n, "every extend explained")
-	var extensions int
-	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT extension_count FROM lock_holders WHERE lock_name = 'held-1'`).Scan(&extensions))
-	require.Equal(t, 7, extensions)
+	return n
 }

@@ -256,8 +256,9 @@ func transient(err error) bool {
 // that loop alone decides which a wait cannot cure. Any other error is
 // retried when transient accepts it and no error it wraps is a
 // setupCause. So a start retries connections refused or reset, EOF,
-// timeouts, a server starting up, shutting down or out of connection
-// slots, a host name that does not resolve (a Kubernetes Service not
+// timeouts, a server starting up, shutting down, out of connection slots
+// or out of its own resources (OutOfResources: a migration refused for a
+// full disk waits for room), a host name that does not resolve (a Kubernetes Service not
 // created yet, but a misspelt host too), and any failure of a connection
 // it does not recognise; each attempt is told to OnStartRetry with the
 // error. A migration that waited MigrationLockTimeout for a table's lock

@@ -31,7 +31,9 @@ import (
 // seconds old. A topic allowed here as new counts at once, and for
 // pendingCreation after even where a listing does not show it yet, so no
 // stream of new reply_to values, however fast, makes more than max through
-// one replica (each replica keeps its own count).
+// one replica (each replica keeps its own count, and sees the topics the
+// others created at its next listing: replicas together can make up to max
+// each within a minute).
 type replyTopics struct {
 	cl     kmsg.Requestor
 	prefix string
