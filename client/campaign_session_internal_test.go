@@ -114,3 +114,28 @@ func TestCampaignLostInLineCampaignsAgain(t *testing.T) {
 		"the lost session not closed; the lock taken by the next round")
 	require.NoError(t, ld.Resign(ctx))
 }
+
+// A campaign's grant lost while the close of its session goes unanswered
+// (the replica of the session's partition stalled, the lease's extensions
+// with it) is never returned as a Leadership: the close is waited for no
+// longer than a reply, and a lease lost by then is a late grant, given back,
+// and the campaign goes on.
+func TestCampaignDoesNotReturnAGrantLostWhileItsSessionCloses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var renewals atomic.Int32
+	a := campaignAnswers(grantedInLine, func(cmd topics.Command) []topics.Event {
+		if renewals.Add(1) == 1 {
+			return one(granted(cmd, topics.TypeAcquired, 0.5)) // lost before the close's reply wait ends
+		}
+		return one(granted(cmd, topics.TypeAcquired, 30))
+	})
+	a[topics.OpSessionClose] = func(context.Context, topics.Command) []topics.Event { return nil }
+	a[topics.OpExtend] = func(context.Context, topics.Command) []topics.Event { return nil }
+	var seen recorder
+	c, _ := fakeWorkerWith(t, fakeOpts{config: func(c *Config) { c.RequestTimeout = 4 * time.Second }}, a.by(&seen))
+	ld, err := NewElection(c, "leader").Campaign(ctx, "me", WithLease(30*time.Second))
+	require.NoError(t, err)
+	require.NoError(t, ld.Err(), "a Leadership is returned live")
+	require.Equal(t, int32(2), renewals.Load(), "campaigned again after the grant lost")
+}

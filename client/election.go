@@ -336,8 +336,16 @@ func (e *Election) campaign(ctx context.Context, o acquireOptions) (*Lease, erro
 	switch {
 	case err == nil:
 		// The session holds nothing now: its close releases nothing, and
-		// ends the session's Lease here, which is no Leadership's.
-		_ = s.Close(ctx)
+		// ends the session's Lease here, which is no Leadership's. Not
+		// waited for past a reply's wait: unanswered (its partition's
+		// replica stalled), it ends at its TTL, and the lease, which may
+		// have been lost meanwhile, is not returned until it is known.
+		cctx, cancel := context.WithTimeout(ctx, e.c.cfg.ReplyTimeout)
+		_ = s.Close(cctx)
+		cancel()
+		if lost := l.lostErr(); lost != nil {
+			return nil, lostWith(s, &lateGrant{err: lost, again: true})
+		}
 		return l, nil
 	case errors.Is(err, ErrInvalidRequest) && held.Err() == nil:
 		// Refused, the lease stays as it was: in the session, for good
