@@ -644,7 +644,7 @@ func TestUnreachableAndNoReply(t *testing.T) {
 	_, err := client.New(context.Background(), client.Config{Brokers: []string{"127.0.0.1:1"}, Requester: "nobody",
 		RequestTimeout: time.Second})
 	assert.ErrorIs(t, err, client.ErrUnreachable)
-	assert.ErrorContains(t, err, "connection refused")
+	assert.Regexp(t, dialFailed, err.Error())
 	assert.Less(t, time.Since(start), 5*time.Second)
 
 	// A commands topic no worker reads: the command is sent, re-sent, and
@@ -717,6 +717,10 @@ func TestQueryTyped(t *testing.T) {
 	assert.True(t, st.AcquiredAt.IsZero() && st.ExpiresAt.IsZero(), "times the worker did not give are zero")
 }
 
+// dialFailed is the dial's own error to 127.0.0.1:1: refused at once, or, on
+// a machine loaded enough, cut by the deadline first.
+const dialFailed = `dial tcp 127\.0\.0\.1:1: (connect: connection refused|i/o timeout)`
+
 // NewSubscriber and Client.Subscriber fail like New when no broker answers:
 // with ErrUnreachable and the cause, within the context's deadline, or the
 // client's RequestTimeout when the context has none, naming the context's
@@ -728,8 +732,7 @@ func TestSubscriberUnreachable(t *testing.T) {
 	sub, err := client.NewSubscriber(ctx, client.SubscriberConfig{Brokers: []string{"127.0.0.1:1"}})
 	assert.Nil(t, sub)
 	assert.ErrorIs(t, err, client.ErrUnreachable)
-	assert.ErrorContains(t, err, "connection refused", "the cause is kept")
-	assert.ErrorContains(t, err, "127.0.0.1:1")
+	assert.Regexp(t, dialFailed, err.Error(), "the cause is kept")
 	assert.Less(t, time.Since(start), 5*time.Second)
 
 	// A broker of its own (no worker needed), so the outage leaves the
