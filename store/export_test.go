@@ -36,3 +36,10 @@ func TranslateStart(ctx context.Context, err error) error { return translateStar
 // CreateDatabaseSQL is the statement ensureDatabase creates a missing
 // database with, given template1's encoding.
 func CreateDatabaseSQL(name, template1 string) string { return createDatabaseSQL(name, template1) }
+
+// PruneEventsSQL is Prune's statement on the history: $1 retention
+// seconds, $2 limit, $3 floor.
+const PruneEventsSQL = pruneEventsSQL
+
+// EventsFloor is where Prune's next walk of the history starts.
+func (s *Store) EventsFloor() time.Time { return time.UnixMicro(s.eventsFloor.Load()) }

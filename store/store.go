@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -194,6 +195,9 @@ type Store struct {
 	Pool  *pgxpool.Pool
 	cfg   Config
 	probe probe
+	// eventsFloor is where Prune's walk of the history starts, in Unix
+	// microseconds (pruneEventsSQL, eventsSlack).
+	eventsFloor atomic.Int64
 }
 
 // Open connects to PostgreSQL. When the database does not exist and the user
