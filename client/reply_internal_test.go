@@ -295,7 +295,7 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 	require.ErrorContains(t, err, "lock.acquired without lock_info")
 	require.Nil(t, release("bare").FencingToken, "no token to name")
 	_, err = c.Acquire(ctx, "forever")
-	require.ErrorContains(t, err, "lock.acquired with max_hold 1e+12 is outside 0.1..604800 seconds")
+	require.ErrorContains(t, err, "lock.acquired with max_hold 1000000000000 is outside 0.1..604800 seconds")
 	release("forever")
 
 	lost := func(l *Lease, cause string) {

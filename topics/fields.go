@@ -313,7 +313,7 @@ func secondsProblem(name string, v, lo, hi float64, zeroIsDefault bool) string {
 }
 
 // secondsRange words a range of seconds for a message.
-func secondsRange(lo, hi float64) string { return fmt.Sprintf("%g..%g seconds", lo, hi) }
+func secondsRange(lo, hi float64) string { return number(lo) + ".." + number(hi) + " seconds" }
 
 // seconds quotes a number of seconds for an error message; one read past
 // float64's range (±Inf), or below its smallest above 0 (as that), is not
@@ -326,6 +326,16 @@ func seconds(v float64) string {
 		return "above 0 and under 1e-323"
 	case v == -math.SmallestNonzeroFloat64:
 		return "below 0 and over -1e-323"
+	}
+	return number(v)
+}
+
+// number writes v as the contract writes numbers, in full (86400, 40000000,
+// 0.5), where that stays short; in exponent form only past 1e21 or below
+// 1e-6, where the full form would run to dozens of digits.
+func number(v float64) string {
+	if a := math.Abs(v); a == 0 || a >= 1e-6 && a < 1e21 {
+		return strconv.FormatFloat(v, 'f', -1, 64)
 	}
 	return strconv.FormatFloat(v, 'g', -1, 64)
 }

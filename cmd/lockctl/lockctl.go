@@ -580,7 +580,7 @@ var flagOf = map[string]string{
 }
 
 // flagNamed is the contract's refusal led by the flag that set the field
-// refused, as given: "--lease 1000000h: lease_duration 3.6e+09 is outside
+// refused, as given: "--lease 1000000h: lease_duration 3600000000 is outside
 // 0.1..86400 seconds".
 func (c *cli) flagNamed(rej *topics.Rejection) string {
 	given := ""

@@ -140,7 +140,7 @@ func TestUsageErrorMessages(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"acquire", "--lock", "x", "--lease", "1000000h"}, "--lease 1000000h: lease_duration 3.6e+09 is outside 0.1..86400 seconds"},
+		{[]string{"acquire", "--lock", "x", "--lease", "1000000h"}, "--lease 1000000h: lease_duration 3600000000 is outside 0.1..86400 seconds"},
 		{[]string{"acquire", "--lock", "x", "--lease", "1ns"}, "--lease 1ns: lease_duration 1e-09 is outside 0.1..86400 seconds"},
 		{[]string{"acquire", "--lock", "x", "--wait", "-1s"}, "--wait -1s: wait_timeout -1 is outside 0..3600 seconds"},
 		{[]string{"acquire", "--lock", "x", "--lease", "-5"}, "--lease -5 is not positive (leave it out for the default)"},
