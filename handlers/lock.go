@@ -543,20 +543,31 @@ func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState,
 // or its statistics show many locks' waiters (n_distinct of lock_name
 // near the row count, whatever one lock's queue holds), and it took the
 // smallest, lock_waiters_lock_deadline, reading the lock's whole queue
-// (10,000 queued in 56 s; 295 withdrawals a second). Only owner's place counts the waiters before it (an index-only
-// scan of lock_waiters_fifo), so only an acquire asks for it: a withdrawal or an
-// extend by a waiter deep in the queue would read every waiter ahead of
-// it, and a queue drained by withdrawals cost O(W²) again. $8 is a
-// parameter, so the generic plan keeps the count, but CASE runs it only
-// for a row its condition holds for.
+// (10,000 queued in 56 s; 295 withdrawals a second). The head is read in
+// id order, which lock_waiters_fifo gives, its deadline a filter (IS TRUE)
+// and never an index condition: as one, where the statistics held a long
+// queue, lock_waiters_lock_deadline looked the narrower, and PostgreSQL
+// sorted the lock's whole live queue for its first few (120 pages a
+// command on a queue of 5,000). Only owner's place counts the waiters
+// before it, so only an acquire asks for it: a withdrawal or an extend by
+// a waiter deep in the queue would read every waiter ahead of it, and a
+// queue drained by withdrawals cost O(W²) again. $8 is a parameter, so
+// the generic plan keeps the count, but CASE runs it only for a row its
+// condition holds for. The count, too, reads the waiters ahead in id
+// order, which only lock_waiters_fifo gives without a sort (an index-only
+// scan up to owner's entry): counted unordered, PostgreSQL took
+// lock_waiters_lock_deadline there as well and counted through the lock's
+// whole queue, however near its front the owner waited (225 pages for the
+// 101st of 10,000).
 const waitersSQL = `
 	WITH head AS (
-		SELECT * FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline > $3 ORDER BY id LIMIT $5),
+		SELECT * FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND (deadline > $3) IS TRUE ORDER BY id LIMIT $5),
 	due AS (
 		SELECT * FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline <= $3 ORDER BY deadline LIMIT $7)
 	SELECT ` + waiterCols + `, deadline <= $3, in_head,
 		owner_id = $4,
-		CASE WHEN $8 AND owner_id = $4 THEN (SELECT count(*) FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id) END,
+		CASE WHEN $8 AND owner_id = $4 THEN (SELECT count(*) FROM (
+			SELECT q.id FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id ORDER BY q.id) q) END,
 		coalesce(session_id = ANY($6), false)
 	FROM (
 		SELECT *, true AS in_head FROM head
