@@ -176,9 +176,25 @@ type Config struct {
 	// admin. The file may instead hold an HMAC secret of at least 32 bytes
 	// (never a PEM file), the workers' AUTH_HMAC_KEY_FILE: that is an
 	// issuer secret, with which whoever holds it may sign as any requester,
-	// admin included, so only a token issuer should have it, never a
-	// requester. Default: LOCKWORKER_SIGNING_KEY_FILE.
+	// admin included (SignAdmin), so only a token issuer should have it,
+	// never a requester. Default: LOCKWORKER_SIGNING_KEY_FILE.
 	SigningKeyFile string
+
+	// SignAdmin makes the tokens the client signs with an HMAC secret
+	// (SigningKeyFile) claim "admin": true, which a revoke needs from a
+	// worker that requires tokens (without it: ErrForbidden, "its token has
+	// no admin claim"). Only an issuer key may sign admin, and the HMAC
+	// secret is the one kind of key the client can tell is an issuer's:
+	// with a private key (PEM), which may be a requester's, it is ignored
+	// and the tokens claim no admin, for the workers refuse a token a
+	// requester key verifies that claims admin as a whole, UNAUTHENTICATED
+	// and answered only in the dead-letter topic: every command, not only
+	// revokes, would fail with ErrNoReply after RequestTimeout. To revoke
+	// with an issuer's private key, have it sign a token with "admin": true
+	// and give that as Token. Ignored with Token, whose claims are its
+	// issuer's, and without credentials. Default false: a client that does
+	// not revoke should not carry admin.
+	SignAdmin bool
 
 	// TokenAudience and TokenIssuer are the aud and iss of the tokens the
 	// client signs (SigningKeyFile): set them to the workers'

@@ -48,6 +48,7 @@ type credentials struct {
 	sub    string
 	aud    string // the aud and iss a signed token names, when not ""
 	iss    string
+	admin  bool // a signed token claims admin (Config.SignAdmin)
 
 	// file is LOCKWORKER_TOKEN_FILE, made absolute, when static came from
 	// it: token reads it again when it changed (reread).
@@ -119,6 +120,10 @@ func loadCredentials(cfg Config) (*credentials, error) {
 	if c.key, c.method, err = signingKey(b); err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", keyFile, err)
 	}
+	// Only with the HMAC secret, an issuer's: a private key may be a
+	// requester's, whose token claiming admin the workers refuse whole,
+	// every command then unanswered.
+	c.admin = cfg.SignAdmin && c.method == jwt.SigningMethodHS256
 	return c, nil
 }
 
@@ -251,7 +256,8 @@ func (c *credentials) token() (string, error) {
 		return c.signed, nil
 	}
 	until := now.Add(SignedTokenTTL)
-	claims := jwt.RegisteredClaims{Subject: c.sub, Issuer: c.iss, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(until)}
+	claims := signedClaims{RegisteredClaims: jwt.RegisteredClaims{Subject: c.sub, Issuer: c.iss,
+		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(until)}, Admin: c.admin}
 	if c.aud != "" {
 		claims.Audience = jwt.ClaimStrings{c.aud}
 	}
@@ -269,6 +275,12 @@ func (c *credentials) token() (string, error) {
 	}
 	c.signed, c.until = "Bearer "+s, until
 	return c.signed, nil
+}
+
+// signedClaims are the claims of a token the client signs.
+type signedClaims struct {
+	jwt.RegisteredClaims
+	Admin bool `json:"admin,omitempty"`
 }
 
 // reread takes the token file's new token when the file changed since it

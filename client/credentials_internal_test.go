@@ -193,16 +193,8 @@ func TestSignedTokenAudienceAndIssuer(t *testing.T) {
 // accepts its tokens, and only for its own name.
 func TestSignedTokenWithARequesterKey(t *testing.T) {
 	clearCredentialsEnv(t)
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	dir, requesters := t.TempDir(), t.TempDir()
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(requesters, "billing.pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600))
-	der, err = x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	keyFile := filepath.Join(dir, "billing.key")
-	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600))
+	requesters := t.TempDir()
+	keyFile := requesterKey(t, requesters, "billing")
 	v, err := auth.NewVerifier(auth.Config{RequesterKeysPath: requesters})
 	require.NoError(t, err)
 
@@ -226,6 +218,46 @@ func TestSignedTokenWithARequesterKey(t *testing.T) {
 			require.ErrorIs(t, err, auth.ErrUnauthenticated, "billing's key does not sign for payments")
 		}
 	}
+}
+
+// SignAdmin makes the tokens signed with the workers' HMAC secret, an
+// issuer's, claim admin, which the workers honour; a requester's private
+// key signs none (the workers would refuse its token whole), nor does a
+// client without SignAdmin, and a static token is sent as given.
+func TestSignAdmin(t *testing.T) {
+	clearCredentialsEnv(t)
+	secret, _ := workersHMAC(t)
+	requesters := t.TempDir()
+	keyFile := requesterKey(t, requesters, "billing")
+	v, err := auth.NewVerifier(auth.Config{HMACKeyFile: secret, RequesterKeysPath: requesters})
+	require.NoError(t, err)
+	t.Cleanup(v.Close)
+
+	for _, tc := range []struct {
+		name  string
+		cfg   Config
+		admin bool
+	}{
+		{"HMAC secret, SignAdmin", Config{SigningKeyFile: secret, SignAdmin: true}, true},
+		{"HMAC secret", Config{SigningKeyFile: secret}, false},
+		{"requester key, SignAdmin", Config{SigningKeyFile: keyFile, SignAdmin: true}, false},
+	} {
+		c, err := loadCredentials(tc.cfg)
+		require.NoError(t, err)
+		c.sub = "billing"
+		tok, err := c.token()
+		require.NoError(t, err)
+		r, err := v.Verify(tok)
+		require.NoError(t, err, tc.name)
+		require.Equal(t, auth.Requester{Name: "billing", Admin: tc.admin}, r, tc.name)
+	}
+
+	static := billingToken(t, time.Now().Add(time.Hour))
+	c, err := loadCredentials(Config{Token: static, SignAdmin: true})
+	require.NoError(t, err)
+	tok, err := c.token()
+	require.NoError(t, err)
+	require.Equal(t, "Bearer "+static, tok, "a static token's claims are its issuer's")
 }
 
 // newRefused calls New with cfg, which it requires to fail with
@@ -754,6 +786,24 @@ func TestRelativeTokenFileReadAgainAfterChdir(t *testing.T) {
 	t.Chdir(gone)
 	require.NoError(t, os.Remove(gone))
 	require.ErrorContains(t, newRefused(t, Config{}), "LOCKWORKER_TOKEN_FILE names a relative path, and the working directory cannot be found: ")
+}
+
+// requesterKey makes an Ed25519 key pair for requester name: its public
+// half goes in requesters (the workers' AUTH_REQUESTER_KEYS) as
+// <name>.pem, its private half in a file of its own, whose path it
+// returns.
+func requesterKey(t *testing.T, requesters, name string) string {
+	t.Helper()
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(requesters, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600))
+	der, err = x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	keyFile := filepath.Join(t.TempDir(), name+".key")
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600))
+	return keyFile
 }
 
 // workersHMAC writes an HMAC secret of 32 bytes ("s" each) to a file and

@@ -68,8 +68,12 @@ LOCKWORKER_SIGNING_KEY_FILE (the requester's private key, to sign tokens
 for --requester, whose public half the workers have as
 AUTH_REQUESTER_KEYS/<requester>.pem; LOCKWORKER_TOKEN_AUDIENCE and
 LOCKWORKER_TOKEN_ISSUER set their aud and iss). It may hold the workers'
-HMAC secret instead, an issuer secret that signs as anyone, admin included:
-only for token issuers, never a requester.
+HMAC secret instead, an issuer secret that signs as anyone: only for token
+issuers, never a requester. revoke, the one administrative command, needs
+the admin claim: its tokens signed with the HMAC secret claim it (no other
+command's do); a private key's never do, for the workers refuse a
+requester key's token claiming it, so revoke with one is FORBIDDEN: give
+it instead LOCKWORKER_TOKEN, a token an issuer signed with "admin": true.
 
 Run "lockctl COMMAND -h" for a command's flags.
 exit codes: 0 ok, 1 refused, 2 usage (or a command the workers refuse as
@@ -303,6 +307,9 @@ func (c *cli) newClient(ctx context.Context, readOnly bool) (*client.Client, err
 		Brokers: seeds, KafkaOpts: opts, Requester: requester, Topics: c.names(),
 		Namespace: c.namespace, RequestTimeout: c.timeout.d, ReplyTimeout: c.replyTimeout(),
 		ReadOnly: readOnly,
+		// Revoke is the one administrative operation: the others' tokens
+		// claim no more than they need.
+		SignAdmin: c.cmd == "revoke",
 	})
 	return cl, c.timedOut(ctx, err)
 }
