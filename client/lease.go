@@ -55,7 +55,9 @@ import (
 // outside the contract (it is then released, as Extend says), when its keep-alive cannot
 // send an extension because the token (Config.Token) has expired (the error wraps
 // ErrUnauthenticated), or when its expiry passes without a confirmed
-// extension (the broker or worker unreachable); Lost is then
+// extension (the broker or worker unreachable, the reply topic deleted:
+// the error then says what the client saw of its reply topic since the
+// last answer, as ErrNoReply does); Lost is then
 // closed and Context cancelled. Every Lease of one fencing token (an owner
 // that acquired a lock it held already) hears of its end.
 //
@@ -99,6 +101,10 @@ type Lease struct {
 	boot     time.Duration // the same by the boot clock (see update); 0 in a session
 	timer    *time.Timer   // fires at deadline; nil in a session, and until registered
 	err      error         // why the lease ended
+	// answered is when the last answer showing the lease (update) was
+	// read: a loss for want of the next one tells what kept replies away
+	// since (withReplyTrouble).
+	answered time.Time
 	// late is how far past deadline the worker's expiry may lie: the
 	// time the answer that set it shows left, counted from its read rather
 	// than from its command's send (update). Kept relative to deadline, so
@@ -308,6 +314,7 @@ func (e *lateGrant) Unwrap() error { return e.err }
 // not so bounded: a renewal keeps an expiry that an extension set further,
 // and Extend's extension may carry it further. l.mu is held.
 func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time, fresh bool) {
+	l.answered = time.Now()
 	li := ev.LockInfo
 	// An answer read out of order (an earlier extension's after a later
 	// one's: Extend and the keep-alive may overlap) moves nothing back: the
@@ -632,6 +639,7 @@ func (l *Lease) expire() {
 	l.mu.Lock()
 	mono, boot := l.pastDeadline()
 	capped := l.capReached()
+	answered := l.answered
 	l.mu.Unlock()
 	var cause error
 	switch {
@@ -640,11 +648,23 @@ func (l *Lease) expire() {
 	case capped:
 		cause = fmt.Errorf("%w: %w: lease of %q reached its max_hold", ErrLeaseLost, ErrMaxHoldExceeded, l.key())
 	case mono:
-		cause = fmt.Errorf("%w: lease of %q reached its expiry without a confirmed extension", ErrLeaseLost, l.key())
+		cause = l.c.withReplyTrouble(fmt.Errorf("%w: lease of %q reached its expiry without a confirmed extension", ErrLeaseLost, l.key()), answered)
 	default:
 		cause = fmt.Errorf("%w: lease of %q: the %s shows its expiry passed without a confirmed extension, the monotonic clock not (%s)", ErrLeaseLost, l.key(), bootClockName(), bootClockAhead())
 	}
 	l.loseIf(cause, l.due)
+}
+
+// withReplyTrouble is err, the loss of a lease or session at its deadline
+// for want of an answer since the last one, read at answered, with what
+// the reply reader knows that may explain it (replyTrouble), as ErrNoReply
+// tells it: the reply topic missing (deleted, until the workers' relay
+// creates it again, seconds later), a fetch error.
+func (c *Client) withReplyTrouble(err error, answered time.Time) error {
+	if trouble := c.replyTrouble(answered); trouble != nil {
+		return fmt.Errorf("%w (%w)", err, trouble)
+	}
+	return err
 }
 
 // minExtension is the contract's smallest extension_duration.

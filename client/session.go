@@ -50,7 +50,8 @@ type Session struct {
 	deadline time.Time     // local estimate of expires (monotonic clock), as Lease.update's
 	boot     time.Duration // the same by the boot clock
 	timer    *time.Timer
-	err      error // why the session ended
+	err      error     // why the session ended
+	answered time.Time // when the last answer confirming it was read, as Lease.answered
 	leases   map[*Lease]bool
 	// closeCmd is Close's command, sent again (same request_id) by a Close
 	// after one that got no answer, made anew after one refused without
@@ -222,6 +223,7 @@ func (s *Session) opens(ev topics.Event) error {
 // worker's clock from when the command was sent, on the monotonic clock
 // and on the boot clock, as Lease.update says. s.mu is held.
 func (s *Session) update(ev topics.Event, sent sentAt) {
+	s.answered = time.Now()
 	s.expires = ev.SessionInfo.ExpiresAt.Time
 	left := s.expires.Sub(ev.OccurredAt.Time)
 	s.deadline = sent.mono.Add(left)
@@ -245,8 +247,9 @@ func (s *Session) update(ev topics.Event, sent sentAt) {
 // nothing, and the worker holds the session still), answered one outside
 // the contract (closed too, best effort), a keep-alive could not be sent
 // as the token (Config.Token) has expired (ErrUnauthenticated), or its expiry passed
-// without a confirmed keep-alive. Every lease of the session is then lost
-// too. It is not closed by Close.
+// without a confirmed keep-alive (saying, as Lease's loss does, what the
+// client saw of its reply topic since the last answer). Every lease of the
+// session is then lost too. It is not closed by Close.
 func (s *Session) Lost() <-chan struct{} { return s.lost }
 
 // Context is cancelled when the session is lost or closed: context.Cause
@@ -488,10 +491,11 @@ func (s *Session) due() bool {
 func (s *Session) expire() {
 	s.mu.Lock()
 	mono, boot := s.pastDeadline()
+	answered := s.answered
 	s.mu.Unlock()
 	switch {
 	case mono:
-		s.loseIf(fmt.Errorf("%w: session %q reached its expiry without a confirmed keep-alive", ErrSessionLost, s.ID), s.due)
+		s.loseIf(s.c.withReplyTrouble(fmt.Errorf("%w: session %q reached its expiry without a confirmed keep-alive", ErrSessionLost, s.ID), answered), s.due)
 	case boot:
 		s.loseIf(fmt.Errorf("%w: session %q: the %s shows its expiry passed without a confirmed keep-alive, the monotonic clock not (%s)", ErrSessionLost, s.ID, bootClockName(), bootClockAhead()), s.due)
 	}

@@ -94,15 +94,27 @@ var cleanerOff = strconv.FormatInt(int64(time.Duration(math.MaxInt64)/time.Milli
 // not know, as a client that learned the IDs before the broker lost its
 // data sends (or two it knows, with an invalid acks). Clients negotiate
 // v12 through ApiVersions; a v13 request is refused by closing the
-// connection, as Kafka refuses an unserved version. Any cap also turns off kfake's model of KAFKA-15591 (a
-// never-written partition refuses an unknown producer's first sequence
-// other than 0), which no released Kafka has.
+// connection, as Kafka refuses an unserved version. Any cap also turns off
+// kfake's model of KAFKA-15591 (a never-written partition refuses an
+// unknown producer's first sequence other than 0), which no released Kafka
+// has.
+//
+// Client telemetry (KIP-714: GetTelemetrySubscriptions, PushTelemetry) is
+// not advertised either, as Apache Kafka advertises it only with a
+// telemetry receiver (metrics reporter) configured. kfake subscribes every
+// client to all metrics, so each kgo client (the SDK's, lockworker's own)
+// would gzip and push them every 30 s and once more at Close, to a broker
+// that discards them: with 1,000 SDK Clients, twice the idle heap and CPU,
+// and closing them 5 times slower. A kgo client pushes only to a broker
+// advertising both keys.
 func versions() *kversion.Versions {
 	v := kversion.Stable()
 	for k := int16(0); k <= kmsg.MaxKey; k++ {
 		v.SetMaxKeyVersion(k, math.MaxInt16)
 	}
 	v.SetMaxKeyVersion(int16(kmsg.Produce), 12)
+	v.SetMaxKeyVersion(int16(kmsg.GetTelemetrySubscriptions), -1) // -1 removes the key
+	v.SetMaxKeyVersion(int16(kmsg.PushTelemetry), -1)
 	return v
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -95,12 +96,16 @@ func TestProduceByTopicIDs(t *testing.T) {
 		require.Error(t, err)
 	}
 
-	// Still up; and it advertises what kfake does, but for Produce.
+	// Still up; and it advertises what kfake does, but for Produce and
+	// client telemetry (TestNoClientTelemetry).
 	got := apiVersions(t, b.Addr())
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
 	defer c.Close()
 	want := apiVersions(t, c.ListenAddrs()[0])
+	want.ApiKeys = slices.DeleteFunc(want.ApiKeys, func(k kmsg.ApiVersionsResponseApiKey) bool {
+		return k.ApiKey == int16(kmsg.GetTelemetrySubscriptions) || k.ApiKey == int16(kmsg.PushTelemetry)
+	})
 	for i, k := range want.ApiKeys {
 		if k.ApiKey == int16(kmsg.Produce) {
 			want.ApiKeys[i].MaxVersion = 12
