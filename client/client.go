@@ -852,11 +852,8 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 		case <-timer.C:
 			now := time.Now()
 			if !now.Before(giveUp) {
-				err := fmt.Errorf("%w: %s sent %d times over %s without an answer on %q",
-					ErrNoReply, cmd.Operation, attempts, now.Sub(start).Round(time.Millisecond), c.replyTopic)
-				if trouble := c.replyTrouble(start); trouble != nil {
-					err = fmt.Errorf("%w (%w)", err, trouble)
-				}
+				err := c.withReplyTrouble(fmt.Errorf("%w: %s sent %d times over %s without an answer on %q",
+					ErrNoReply, cmd.Operation, attempts, now.Sub(start).Round(time.Millisecond), c.replyTopic), start)
 				if sendErr != nil {
 					err = fmt.Errorf("%w (sending it again failed: %w)", err, sendErr)
 				}

@@ -655,18 +655,6 @@ func (l *Lease) expire() {
 	l.loseIf(cause, l.due)
 }
 
-// withReplyTrouble is err, the loss of a lease or session at its deadline
-// for want of an answer since the last one, read at answered, with what
-// the reply reader knows that may explain it (replyTrouble), as ErrNoReply
-// tells it: the reply topic missing (deleted, until the workers' relay
-// creates it again, seconds later), a fetch error.
-func (c *Client) withReplyTrouble(err error, answered time.Time) error {
-	if trouble := c.replyTrouble(answered); trouble != nil {
-		return fmt.Errorf("%w (%w)", err, trouble)
-	}
-	return err
-}
-
 // minExtension is the contract's smallest extension_duration.
 const minExtension = time.Duration(topics.MinLeaseSeconds * float64(time.Second))
 

@@ -212,6 +212,18 @@ func (c *Client) replyTrouble(start time.Time) error {
 	return joinLine(joinLine(missing, failed), undecodable)
 }
 
+// withReplyTrouble is err, a command left unanswered since start, or a
+// lease or session lost at its deadline for want of an answer since the
+// last one, read at start, with what the reply reader knows that may
+// explain it (replyTrouble): the reply topic missing (deleted, until the
+// workers' relay creates it again, seconds later), a fetch error.
+func (c *Client) withReplyTrouble(err error, start time.Time) error {
+	if trouble := c.replyTrouble(start); trouble != nil {
+		return fmt.Errorf("%w (%w)", err, trouble)
+	}
+	return err
+}
+
 // joinLine is a and b (either may be nil) on one line, not errors.Join's
 // two.
 func joinLine(a, b error) error {
