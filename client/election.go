@@ -471,7 +471,14 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 // topic (Watch). Each leader comes once, in fencing-token order. Only the
 // newest leader is kept for a slow receiver, which may so skip leaders that
 // came and went. A vacancy is not reported (Leader tells it); a leadership
-// that ends is followed by its successor's report. The channel is closed
+// that ends is followed by its successor's report. A report means the
+// candidate held the election's lock: a queued candidate is granted in
+// its campaign's session before Campaign renews the grant out of it and
+// returns, so a leader may be reported some milliseconds before its
+// Campaign returns, and one whose Campaign ended meanwhile (its ctx, a
+// lost renewal) gives the grant back, reported all the same and followed
+// by its successor; fencing tokens tell the real leaders' writes apart,
+// as always. (etcd's Observe reports such candidates too.) The channel is closed
 // when ctx ends or the client closes. Errors reaching Kafka wrap
 // ErrUnreachable. After its setup, the reading is retried without a word
 // unless opts has OnFetchError, which tells of its failures as for Watch.
