@@ -111,6 +111,22 @@ func (e *MigrationLockError) Error() string {
 
 func (e *MigrationLockError) Unwrap() error { return e.Err }
 
+// latest is this binary's last migration's number, the schema version its
+// migrations reach: tern numbers the files 1, 2, ... without gaps, and
+// refuses them otherwise.
+var latest = func() int {
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil { // only for a malformed pattern
+		panic(err)
+	}
+	return len(files)
+}()
+
+// LatestVersion is the schema version this binary's migrations reach (its
+// last migration's number): what Migrate brings an older schema to, and
+// the version CompatTable's oldest_reader is compared with.
+func LatestVersion() int { return latest }
+
 // Migrate applies every pending migration. tern holds a PostgreSQL advisory
 // lock while it migrates, so workers starting at once apply each file once.
 // That lock is one for the whole database, whatever the schema: a schema
@@ -158,12 +174,7 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 	if err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
-	files, err := fs.Glob(migrations.FS, "*.sql")
-	if err != nil {
-		conn.Release()
-		return fmt.Errorf("loading migrations: %w", err)
-	}
-	last := len(files)
+	last := latest
 	schema, err := currentSchema(ctx, conn.Conn())
 	if err != nil {
 		conn.Release()
@@ -262,10 +273,40 @@ func refuseShadowed(ctx context.Context, conn *pgx.Conn, schema string) error {
 		schema, other, schema, other, other, other, other, schema)
 }
 
+// CheckSchema tells whether this binary may still run on the schema, by
+// the rule Migrate applies at start (newerSchema): nil while the schema is
+// at this binary's last migration, or newer with its migrations allowing
+// this binary's version; a *SchemaNewerError (ErrSchemaNewer) once a newer
+// binary's migration, applied while this one runs (the first replica of a
+// rolling update), declared it unable to run beside the new schema. Any
+// other error is a check that could not be made (PostgreSQL unreachable, a
+// lock_timeout), not an answer: the caller checks again later. One read of
+// the one-row version table while the schema is this binary's (and of
+// CompatTable's one row once it is newer).
+func (s *Store) CheckSchema(ctx context.Context) error {
+	conn, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("checking the schema version: %w", err)
+	}
+	defer conn.Release()
+	schema, err := currentSchema(ctx, conn.Conn())
+	if err != nil {
+		return err
+	}
+	var version int
+	if err := conn.QueryRow(ctx, "SELECT version FROM "+schema+"."+VersionTable).Scan(&version); err != nil {
+		return fmt.Errorf("checking the schema version: %w", err)
+	}
+	if version <= latest {
+		return nil
+	}
+	return newerSchema(ctx, conn.Conn(), MigrateEvents{}, schema, version, latest)
+}
+
 // newerSchema is Migrate's answer to schema at version, newer than this
-// binary's last migration: nil, told to ev.Newer, when CompatTable allows
-// binaries of last; a *SchemaNewerError when it does not, or is missing
-// (a schema migrated by hand, or not by lockworker).
+// binary's last migration, and CheckSchema's: nil, told to ev.Newer, when
+// CompatTable allows binaries of last; a *SchemaNewerError when it does
+// not, or is missing (a schema migrated by hand, or not by lockworker).
 func newerSchema(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, schema string, version, last int) error {
 	var oldest int
 	err := conn.QueryRow(ctx, "SELECT oldest_reader FROM "+schema+"."+CompatTable).Scan(&oldest)

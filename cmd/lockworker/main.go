@@ -229,3 +229,17 @@ func onlyCanceled(err error) bool {
 	}
 	return errors.Is(err, context.Canceled) // at a leaf: equal, or its Is says so
 }
+
+// revision is the VCS revision the binary was built from, as the Go
+// toolchain records it (vcs.revision), or "unknown": a build outside a
+// checkout, or with -buildvcs=false, records none.
+func revision() string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}

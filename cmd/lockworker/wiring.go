@@ -61,6 +61,11 @@ type Main struct {
 	// when the Kafka client gives up, about 40 s, which no other line
 	// would tell from a replica that hangs.
 	KafkaSilentWarn time.Duration
+	// SchemaCheckInterval is how often a replica that consumes checks
+	// that the schema still allows its version (NewMain: 5 s; watchSchema):
+	// how long, at most, it runs on beside a migration that declared it
+	// unable to, before it stops.
+	SchemaCheckInterval time.Duration
 	// Ready is closed once everything is wired and the worker is about to
 	// join its consumer group and consume (worker.Run); Brokers then says
 	// where Kafka is.
@@ -89,7 +94,8 @@ type Main struct {
 // NewMain returns a Main with the default configuration.
 func NewMain() *Main {
 	return &Main{Config: config.Default(), Logger: zerolog.New(os.Stderr).With().Timestamp().Logger(), stderr: os.Stderr,
-		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second, KafkaSilentWarn: 10 * time.Second}
+		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second, KafkaSilentWarn: 10 * time.Second,
+		SchemaCheckInterval: 5 * time.Second}
 }
 
 // ParseEnv reads the configuration from the environment (lookup: as
@@ -180,7 +186,10 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := cfg.ValidateWorker(); err != nil {
 		return fmt.Errorf("%w: %w", errRefused, err)
 	}
-	log.Info().Interface("config", cfg.Redacted()).Msg("starting lockworker")
+	// Which build, and which schema it migrates to, for a fleet's upgrade:
+	// lockworker_build_info says the same.
+	build := revision()
+	log.Info().Str("revision", build).Int("binary_version", store.LatestVersion()).Interface("config", cfg.Redacted()).Msg("starting lockworker")
 	if strings.EqualFold(cfg.Kafka.SASL.Mechanism, "PLAIN") && !cfg.Kafka.TLS.Enabled {
 		log.Warn().Msg("KAFKA_SASL_MECHANISM=PLAIN without KAFKA_TLS_ENABLED: the SASL password crosses the network as is")
 	}
@@ -341,7 +350,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.onClose("closing the outbox relay's Kafka client", pubClient.Close)
 	// The HTTP side's share of the pool, which /metrics's reads take too.
 	dbSlots := httpapi.NewDBSlots(st.Pool.Config().MaxConns)
-	mets := metrics.New(metrics.Config{Pool: st.Pool, Hold: dbSlots.Hold})
+	mets := metrics.New(metrics.Config{Pool: st.Pool, Hold: dbSlots.Hold, Revision: build, SchemaVersion: store.LatestVersion()})
 	retryMetrics.Store(mets)
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts, PublishTimeout: deliveryTimeout + 5*time.Second,
 		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published, OnParked: mets.Parked})
@@ -415,10 +424,26 @@ func (m *Main) Run(ctx context.Context) error {
 		log.Info().Int("locks", n).Str("topic", names.State).Msg("published the first state of the locks from before revisions")
 	}
 
+	// Consuming stops as after a signal, draining, once a migration
+	// applied meanwhile declared this binary unable to run on the schema
+	// (watchSchema); Run then returns the start's error for it.
+	ctx, stopConsuming := context.WithCancelCause(ctx)
+	watched := make(chan error, 1)
+	go func() {
+		schemaLog := log.With().Str("component", "schema").Logger()
+		err := watchSchema(ctx, st.CheckSchema, m.SchemaCheckInterval, schemaLog)
+		if err != nil {
+			schemaLog.Error().Err(err).Msg("a migration applied since this replica started does not allow its version: stopping; draining, then exiting")
+			stopConsuming(err)
+		}
+		watched <- err
+	}()
+
 	// /health says draining from the signal, or from the moment the
 	// worker stops on its own (a refused group or commands topic, a
-	// refused session timeout): a replica that cannot consume is not ready
-	// during its drain and Close either.
+	// refused session timeout, a schema that no longer allows it): a
+	// replica that cannot consume is not ready during its drain and Close
+	// either.
 	stopping := make(chan struct{})
 	stop := sync.OnceFunc(func() { close(stopping) })
 	defer context.AfterFunc(ctx, stop)()
@@ -458,7 +483,8 @@ func (m *Main) Run(ctx context.Context) error {
 	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Str("commands", names.Commands).Msg("lockworker is consuming")
 	err = w.Run(ctx)
 	stop() // however Run ended
-	return err
+	stopConsuming(nil)
+	return cmp.Or(err, <-watched) // the watch ended before the pool closes
 }
 
 // The stop's steps named twice (onClose), and the drain's.

@@ -14,6 +14,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -43,6 +44,12 @@ type Config struct {
 	// (httpapi.DBSlots.Hold); QueryTimeout bounds the wait for it and the
 	// read together. Default: the read runs at once.
 	Hold func(ctx context.Context, read func(context.Context) error) error
+	// Revision and SchemaVersion are lockworker_build_info's labels: the
+	// VCS revision the binary was built from ("unknown" when the build
+	// recorded none) and the schema version its migrations reach
+	// (store.LatestVersion).
+	Revision      string
+	SchemaVersion int
 }
 
 // Metrics is every measurement of one lockworker process.
@@ -170,8 +177,14 @@ func New(cfg Config) *Metrics {
 		vacuum: newVacuumMetrics(),
 		events: newEventTracker(),
 	}
+	buildInfo := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "build_info",
+		Help:        "Always 1; its labels say which build this process runs: revision, the VCS revision it was built from (unknown when the build recorded none), and schema_version, the schema version its migrations reach (its last migration's number).",
+		ConstLabels: prometheus.Labels{"revision": cfg.Revision, "schema_version": strconv.Itoa(cfg.SchemaVersion)},
+	}, func() float64 { return 1 })
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
+		buildInfo,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.commands, m.latency, m.batchSize, m.batchTime, m.deadLettered, m.expired,
 		m.handoffs, m.holdTime, m.waitTime, m.unmeasured, m.published, m.publishLag, m.parked, m.dataLoss, m.commandsLost, m.restarts, m.dbRetries, m.withdrawn,
