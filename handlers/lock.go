@@ -48,15 +48,50 @@ const (
 	lockCols = lockFields + `, clock_timestamp()`
 )
 
-// lockRowSQL locks a lock's row ($1 and $2 its key) and reads it;
-// lockRowSkipSQL skips a row another transaction holds (that transaction
-// settles the lock). The time is read once the row is locked (timedAfterLock).
-const lockRowLocking = `SELECT ` + lockFields + ` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE`
+// lockRowLocking locks the row of the lock whose key is ns and name (SQL
+// expressions) and reads it, FOR UPDATE, then skip: "" waits for a row
+// another transaction holds, " SKIP LOCKED" skips it (that transaction
+// settles the lock).
+func lockRowLocking(ns, name, skip string) string {
+	return `SELECT ` + lockFields + ` FROM locks WHERE namespace = ` + ns + ` AND lock_name = ` + name + ` FOR UPDATE` + skip
+}
 
+// rowLock is how a load locks and reads its locks' rows, each row's time
+// read after its own row lock (timedAfterLock): one for one key ($1 and
+// $2, then the load's args), many for several (lockRows: $1 and $2
+// keysTable's arrays).
+type rowLock struct{ one, many string }
+
+// lockRowSQL and lockRowSkipSQL lock rows as lockRowLocking does, waiting
+// for them or skipping them. Only these have a form for several keys:
+// loadLock's create, the one other form, loads one lock.
 var (
-	lockRowSQL     = timedAfterLock(lockRowLocking)
-	lockRowSkipSQL = timedAfterLock(lockRowLocking + ` SKIP LOCKED`)
+	lockRowSQL     = lockRows("")
+	lockRowSkipSQL = lockRows(" SKIP LOCKED")
 )
+
+// keysTable is the keys of a load of several locks, $1 and $2 the arrays
+// of their namespaces and names, numbered from 1 in their order (ord).
+const keysTable = `unnest($1::text[], $2::text[]) WITH ORDINALITY k(ns, name, ord)`
+
+// lockRows is the rowLock that locks with skip (lockRowLocking). Its many
+// form returns each row found with its key's ord first and locks the rows
+// in key order, the order every transaction takes lock rows in (no
+// deadlock): each key's row is locked by its own look-up of the key
+// (locks_pkey), in a LATERAL subquery that PostgreSQL cannot flatten (it
+// locks), which the nested loop over keysTable runs for each key in turn
+// (a LATERAL reference allows no other join, whatever the statistics).
+// One statement, so one snapshot: a row deleted and created anew while it
+// waited for an earlier key is missed, where a statement per key saw the
+// new one; the new row has nothing the caller loads it for (a lease, a
+// wait, a due time: only an idle row is deleted).
+func lockRows(skip string) rowLock {
+	return rowLock{
+		one: timedAfterLock(lockRowLocking("$1", "$2", skip)),
+		many: timedAfterLock(`SELECT k.ord, r.* FROM ` + keysTable + `
+			CROSS JOIN LATERAL (` + lockRowLocking("k.ns", "k.name", skip) + `) r ORDER BY k.ord`),
+	}
+}
 
 // timedAfterLock adds the time to the columns of a locking SELECT, read
 // outside it: a SELECT ... FOR UPDATE computes its columns before it waits
@@ -192,10 +227,10 @@ func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create b
 	if create {
 		// Create the row if missing and lock it, in one statement: racing
 		// acquirers of a new lock all wait here for the first one's commit.
-		states, err = a.loadLocks(ctx, key, owner, true, nil, `
+		states, err = a.loadLocks(ctx, key, owner, true, nil, rowLock{one: `
 			INSERT INTO locks AS l (namespace, lock_name, status, source_partition) VALUES ($1, $2, 'free', $3)
 			ON CONFLICT (namespace, lock_name) DO UPDATE SET status = l.status
-			RETURNING `+lockCols, a.env.Partition)
+			RETURNING ` + lockCols}, a.env.Partition)
 	} else {
 		states, err = a.loadLocks(ctx, key, owner, false, nil, lockRowSQL)
 	}
@@ -214,22 +249,25 @@ func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create b
 }
 
 // loadLocks locks the rows of the locks keys, in that order, by rowSQL
-// (its $1 and $2 a lock's key, then args) and loads what the rules decide
-// from, as loadLock does (acquiring: its create, which also reads the
-// acquire's owner_metadata as stored, applier.metadata); a key without a
-// row (or skipped, by SKIP LOCKED) has none; the waits of each lock's
-// sessions (nil: none) are loaded too, as lockState.ending. The rows and holders of all the locks take one
-// round trip (the statements of a pipeline run in order, so each lock's
-// holders are read under its row lock), and the waiters of those that have
-// any one more.
-func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, acquiring bool, sessions map[lockKey][]string, rowSQL string,
+// (args follow a single key's) and loads what the rules decide from, as
+// loadLock does (acquiring: its create, which also reads the acquire's
+// owner_metadata as stored, applier.metadata); a key without a row (or
+// skipped, by SKIP LOCKED) has none; the waits of each lock's sessions
+// (nil: none) are loaded too, as lockState.ending. The rows and holders of
+// all the locks take one round trip, two statements whatever their number
+// (queueLock for one, queueLocks for more; the statements of a pipeline
+// run in order, so the holders are read under the row locks), and the
+// waiters of those that have any one more.
+func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, acquiring bool, sessions map[lockKey][]string, rowSQL rowLock,
 	args ...any) ([]*lockState, error) {
 	rows := make([]lockRow, len(keys))
 	found := make([]bool, len(keys))
 	holders := make([][]rules.Holder, len(keys))
 	pb := &pgx.Batch{}
-	for i, k := range keys {
-		queueLock(pb, &rows[i], &found[i], &holders[i], k.ns, k.name, rowSQL, args...)
+	if len(keys) == 1 {
+		queueLock(pb, &rows[0], &found[0], &holders[0], keys[0].ns, keys[0].name, rowSQL.one, args...)
+	} else {
+		queueLocks(pb, keys, rowSQL.many, rows, found, holders)
 	}
 	if m := metadata(a.cmd.OwnerMetadata); acquiring && m != nil {
 		// In this round trip: a statement more, no round trip more.
@@ -336,7 +374,7 @@ const (
 // fencing tokens per hand-off that grants and a page of waiters per
 // hand-off beyond the head read. Keys go MaxSweep at a time, to bound what
 // one pipeline holds.
-func (a *applier) settleLocks(ctx context.Context, keys []lockKey, sessions map[lockKey][]string, rowSQL string, under writeUnder,
+func (a *applier) settleLocks(ctx context.Context, keys []lockKey, sessions map[lockKey][]string, rowSQL rowLock, under writeUnder,
 	decide func(lockKey, *lockState) []rules.Effect) error {
 	for chunk := range slices.Chunk(keys, MaxSweep) {
 		states, err := a.loadLocks(ctx, chunk, "", false, sessions, rowSQL)
@@ -445,6 +483,55 @@ func queueLock(pb *pgx.Batch, r *lockRow, found *bool, hs *[]rules.Holder, ns, n
 	queueHolders(pb, ns, name, 0, hs)
 }
 
+// queueLocks queues on pb what queueLock does for each of several keys, in
+// two statements: the read of their rows by many (a rowLock's) into rows,
+// found telling which had one, then the read of all their holders into
+// hs, by lock (holdersOfKeysSQL). The holders of a key whose row was
+// skipped (SKIP LOCKED) are read too, unlocked (the statement cannot tell
+// which were), and left unused.
+func queueLocks(pb *pgx.Batch, keys []lockKey, many string, rows []lockRow, found []bool, hs [][]rules.Holder) {
+	ns, names := make([]string, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		ns[i], names[i] = k.ns, k.name
+	}
+	pb.Queue(many, ns, names).Query(func(rs pgx.Rows) error {
+		var ord int
+		var r lockRow
+		if _, err := pgx.ForEachRow(rs, append([]any{&ord}, r.dest()...), func() error {
+			rows[ord-1], found[ord-1] = r, true
+			return nil
+		}); err != nil {
+			return fmt.Errorf("reading lock rows: %w", err)
+		}
+		return nil
+	})
+	pb.Queue(holdersOfKeysSQL, ns, names).Query(func(rs pgx.Rows) error {
+		var ord int
+		var h rules.Holder
+		if _, err := pgx.ForEachRow(rs, append([]any{&ord}, holderDest(&h)...), func() error {
+			hs[ord-1] = append(hs[ord-1], h)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("reading holders: %w", err)
+		}
+		return nil
+	})
+}
+
+// holdersOf reads the holders of the lock whose key is ns and name (SQL
+// expressions) in grant order.
+func holdersOf(ns, name string) string {
+	return `SELECT ` + holderCols + ` FROM lock_holders WHERE namespace = ` + ns + ` AND lock_name = ` + name + ` ORDER BY fencing_token`
+}
+
+// holdersOfKeysSQL reads the holders of the keys of keysTable, each with
+// its key's ord first, by key then in grant order: each key's by its own
+// look-up (holdersOf, in a LATERAL subquery that its ORDER BY keeps
+// PostgreSQL from flattening into a join that statistics could make a
+// scan of lock_holders).
+var holdersOfKeysSQL = `SELECT k.ord, h.* FROM ` + keysTable + ` CROSS JOIN LATERAL (` + holdersOf("k.ns", "k.name") + `) h
+	ORDER BY k.ord, h.fencing_token`
+
 // queueHolders queues on pb the read of a lock's first limit holders (0:
 // all), in grant order, appended to *hs. A command reads them all: the
 // rules decide from every lease (counts, modes, expiries, the owner's), so
@@ -452,8 +539,7 @@ func queueLock(pb *pgx.Batch, r *lockRow, found *bool, hs *[]rules.Holder, ns, n
 // owner_metadata (up to 4 KiB); no index orders a lock's holders by token
 // (docs/design.md, Tables: what a widely held lock costs).
 func queueHolders(pb *pgx.Batch, ns, name string, limit int, hs *[]rules.Holder) {
-	pb.Queue(`SELECT `+holderCols+` FROM lock_holders WHERE namespace = $1 AND lock_name = $2 ORDER BY fencing_token
-		LIMIT nullif($3::int, 0)`, ns, name, limit).
+	pb.Queue(holdersOf("$1", "$2")+` LIMIT nullif($3::int, 0)`, ns, name, limit).
 		Query(func(rows pgx.Rows) error {
 			var h rules.Holder
 			if _, err := pgx.ForEachRow(rows, holderDest(&h), func() error { *hs = append(*hs, h); return nil }); err != nil {

@@ -1,0 +1,218 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+)
+
+// A session's end settles its locks (settleLocks) reading the rows of all
+// of them in one statement and the holders of all of them in one more,
+// whatever their number: two statements per lock cost 25-100 µs each of
+// fixed overhead, most of the end of a session of thousands of leases.
+func TestSettleReadsManyLocksInTwoStatements(t *testing.T) {
+	t.Parallel()
+	const n = 30
+	sent := &statements{}
+	st := testdb.NewWith(t, store.Config{LockTimeout: -1, Tracer: sent})
+	env := planEnv(0)
+	applyBatches(t, st.Pool, env, leasesInSession("s", n))
+
+	sent.on.Store(true)
+	applyBatches(t, st.Pool, env, [][]topics.Command{{sessionCommand(topics.OpSessionClose, "close", "s")}})
+	sent.on.Store(false)
+	rows := sent.count(func(sql string) bool {
+		return strings.Contains(sql, "FROM locks WHERE") && strings.Contains(sql, "FOR UPDATE")
+	})
+	holders := sent.count(func(sql string) bool {
+		return strings.HasPrefix(sql, "SELECT") && strings.Contains(sql, "FROM lock_holders WHERE namespace =")
+	})
+	require.Equal(t, [2]int{1, 1}, [2]int{rows, holders}, "the statements reading the rows and the holders of %d locks", n)
+
+	var left, released int
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM lock_holders),
+		(SELECT count(*) FROM locks WHERE status = 'released' AND holder_count = 0)`).Scan(&left, &released))
+	require.Equal(t, [2]int{0, n}, [2]int{left, released}, "holders left, locks released")
+}
+
+// A load of several locks locks their rows in key order, the order every
+// transaction takes lock rows in (no deadlock), each row's time read
+// after its own row lock (timedAfterLock): while the row of l-05 is held
+// elsewhere, a session's end holds the rows before it and none after, and
+// the locks it waited for, and those after, change at a time after the
+// wait.
+func TestSettleLocksRowsInKeyOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.NewWith(t, store.Config{LockTimeout: -1})
+	env := planEnv(0)
+	applyBatches(t, st.Pool, env, leasesInSession("s", 10))
+
+	holder, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer holder.Rollback(context.WithoutCancel(ctx))
+	var pid int64
+	require.NoError(t, holder.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	_, err = holder.Exec(ctx, `SELECT FROM locks WHERE lock_name = 'l-05' FOR UPDATE`)
+	require.NoError(t, err)
+
+	done := make(chan error, 1)
+	go func() { done <- applyTx(ctx, st.Pool, env, sessionCommand(topics.OpSessionClose, "close", "s")) }()
+	require.Eventually(t, func() bool {
+		var waiting bool
+		err := st.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))`, pid).Scan(&waiting)
+		return err == nil && waiting
+	}, 10*time.Second, 5*time.Millisecond, "the session's end waits for l-05")
+	var free []string
+	require.NoError(t, pgx.BeginFunc(ctx, st.Pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT lock_name FROM locks ORDER BY lock_name FOR UPDATE SKIP LOCKED`)
+		if err == nil {
+			free, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		return err
+	}))
+	require.Equal(t, []string{"l-06", "l-07", "l-08", "l-09"}, free, "the rows no transaction holds while the end waits for l-05")
+
+	var waited time.Time
+	require.NoError(t, holder.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&waited))
+	require.NoError(t, holder.Commit(ctx))
+	require.NoError(t, <-done)
+	rows, err := st.Pool.Query(ctx, `SELECT lock_name FROM locks WHERE updated_at < $1 ORDER BY lock_name`, waited)
+	require.NoError(t, err)
+	before, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"l-00", "l-01", "l-02", "l-03", "l-04"}, before, "the locks changed at a time before the wait")
+}
+
+// The loads of several locks look each key up (the rows by locks_pkey,
+// each locked in turn, the holders by lock_holders_pkey), under the
+// generic plan, whatever the statistics of the tables say: a plan that
+// joined the keys to a scan of either table would read every lock.
+func TestSettleLoadsLookUpEachKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 3,000 locks, three times")
+	}
+	t.Parallel()
+	const n = 40
+	for _, stats := range []struct {
+		name          string
+		before, after bool // analyzed before the fill, after it
+	}{{"never analyzed", false, false}, {"analyzed empty", true, false}, {"analyzed", false, true}} {
+		t.Run(stats.name, func(t *testing.T) {
+			t.Parallel()
+			st := testdb.New(t)
+			if stats.before {
+				_, err := st.Pool.Exec(context.Background(), `ANALYZE locks, lock_holders`)
+				require.NoError(t, err)
+			}
+			fillLarge(t, st.Pool, 3000, 3, stats.after)
+			env := planEnv(0)
+			applyBatches(t, st.Pool, env, leasesInSession("s", n))
+			conn := testdb.NewExplained(t, st.Pool)
+			applyBatches(t, conn.Pool, env, [][]topics.Command{{sessionCommand(topics.OpSessionClose, "close", "s")}})
+
+			// Each key's look-up runs once per key (loops), under the
+			// nested loop over the keys in their order.
+			perKey := func(node string) string { return node + fmt.Sprintf(` .*loops=%d\)`, n) }
+			for _, p := range []struct {
+				marker string
+				plan   []string
+			}{
+				{"FOR UPDATE) r ORDER BY k.ord", []string{`(?s)Nested Loop.*Function Scan on k.*LockRows.*Index Scan using locks_pkey`,
+					perKey(`LockRows`), perKey(`Index Scan using locks_pkey on locks`)}},
+				{"CROSS JOIN LATERAL (SELECT owner_id", []string{`(?s)Nested Loop.*Function Scan on k.*Index Scan using lock_holders_pkey`,
+					perKey(`Index Scan using lock_holders_pkey on lock_holders`)}},
+			} {
+				pages, plan := conn.Pages(t, p.marker)
+				for _, re := range p.plan {
+					require.Regexp(t, regexp.MustCompile(re), plan)
+				}
+				require.NotContains(t, plan, "Seq Scan", plan)
+				require.Less(t, pages, 20*n, plan)
+			}
+		})
+	}
+}
+
+// leasesInSession is the batches that open session id and take n locks
+// in it, l-00 on, each by a lease of its own.
+func leasesInSession(id string, n int) [][]topics.Command {
+	var acquires []topics.Command
+	for i := range n {
+		acquires = append(acquires, topics.Command{Operation: topics.OpAcquire, RequestID: fmt.Sprintf("%s-acquire-%d", id, i),
+			LockName: fmt.Sprintf("l-%02d", i), OwnerID: "o", SessionID: id, ReplyTo: "locks.replies.o"})
+	}
+	return [][]topics.Command{{sessionCommand(topics.OpSessionOpen, "open", id)}, acquires}
+}
+
+// sessionCommand is session id's op by owner o, request "<id>-<name>".
+func sessionCommand(op, name, id string) topics.Command {
+	return topics.Command{Operation: op, RequestID: id + "-" + name, OwnerID: "o", SessionID: id, TTL: 60, ReplyTo: "locks.replies.o"}
+}
+
+// applyTx applies c in a transaction of its own on pool, as applyBatches
+// does, asserting nothing: any goroutine may call it.
+func applyTx(ctx context.Context, pool *pgxpool.Pool, env Env, c topics.Command) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		b := NewBatch(tx, env)
+		if _, err := b.Apply(ctx, c, time.Now()); err != nil {
+			return err
+		}
+		return b.Flush(ctx)
+	})
+}
+
+// statements records, while on, the SQL of every statement a pool sends,
+// alone or in a batch, its leading white space trimmed.
+type statements struct {
+	on  atomic.Bool
+	mu  sync.Mutex
+	sql []string
+}
+
+func (s *statements) add(sql string) {
+	if s.on.Load() {
+		s.mu.Lock()
+		s.sql = append(s.sql, strings.TrimSpace(sql))
+		s.mu.Unlock()
+	}
+}
+
+// count is how many of the statements recorded match.
+func (s *statements) count(match func(string) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sql := range s.sql {
+		if match(sql) {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	s.add(d.SQL)
+	return ctx
+}
+func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (s *statements) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+func (s *statements) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	s.add(d.SQL)
+}
+func (s *statements) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
