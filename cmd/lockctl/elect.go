@@ -27,6 +27,7 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 	var lockDelay seconds
 	addLockDelayFlag(fs, &lockDelay, graceLockDelay)
 	grace := addGraceFlag(fs)
+	usageWithEnv(fs, "  LOCKCTL_ELECTION_VALUE  the leader's value (--value)\n")
 	return func(ctx context.Context, args []string) error {
 		outliveClosedOutput()
 		if err := errors.Join(requireFlag("name", *name), positive("lease", lease), checkGrace(grace)); err != nil {
@@ -45,6 +46,9 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		}
 		if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *name, OwnerID: *owner,
 			LeaseDuration: lease.d.Seconds(), LockDelay: lockDelay.d.Seconds()}); err != nil {
+			return err
+		}
+		if err := c.findCommand(args[0]); err != nil {
 			return err
 		}
 		opts := []client.AcquireOption{client.WithLease(lease.d), client.WithLockDelay(lockDelay.d), client.OnQueued(func(p int) {

@@ -77,8 +77,10 @@ it instead LOCKWORKER_TOKEN, a token an issuer signed with "admin": true.
 
 Run "lockctl COMMAND -h" for a command's flags.
 exit codes: 0 ok, 1 refused, 2 usage (or a command the workers refuse as
-invalid), 3 unreachable (or an answer it cannot read). run: the command's own
-exit code (128+N if signal N ended it) once it started, except 4 when
+invalid), 3 unreachable (or an answer it cannot read). run: 127 if COMMAND
+is not found, 126 if it cannot be run (not executable), both before taking
+the lock; else the command's own exit code (128+N if signal N ended it)
+once it started, except 4 when
 lockctl found the lease lost before releasing it: while the command ran (it
 was stopped), just after it exited by itself, or by a refused release (the
 worker had ended the lease first); lockctl says which on stderr. 1 when
@@ -93,7 +95,9 @@ before releasing; a lease lost by expiry or revoke keeps the lock from everyone 
 --grace plus the reply timeout (60s at most; 0 for run --shared): enough for COMMAND to be gone
 after an expiry, and after a revoke that reaches lockctl promptly, not
 after one it hears late (cut off from Kafka: see --lock-delay in
-"lockctl run -h").
+"lockctl run -h"). Ctrl-C, SIGTERM or a hang-up stop COMMAND so too and
+release the lock; a second Ctrl-C SIGKILLs COMMAND and what it started at
+once and ends lockctl, leaving the lock to its lease.
 `
 
 // usageError is a mistake in the command line: exit code 2.

@@ -14,22 +14,25 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 )
 
 func main() {
 	// The first SIGINT, SIGTERM or SIGHUP (the terminal or ssh session
 	// gone) cancels ctx: `run` then stops its command and releases the
-	// lock, `watch` stops. A second SIGINT (Ctrl-C again) kills lockctl,
-	// leaving the lock to its lease; further SIGTERMs and SIGHUPs are let
-	// pass, for they come in pairs without anyone asking twice: an ssh
-	// session that drops sends the foreground job a SIGHUP from its shell
-	// and another from the kernel as the shell exits. A SIGHUP or SIGINT
-	// ignored at start (SIGHUP under nohup, SIGINT in a background job of a
-	// shell without job control) stays ignored, for lockctl and its command
-	// alike. The Go runtime keeps an inherited SIG_IGN of those two only
-	// (signal.Ignored is false for the rest): a SIGTERM ignored at start is
-	// caught as any, and the command starts with its default action.
+	// lock, `watch` stops. A second SIGINT (Ctrl-C again) kills lockctl at
+	// once, leaving the lock to its lease, once run's or elect's command
+	// and what it started have been sent SIGKILL (killRunning); further
+	// SIGTERMs and SIGHUPs are let pass, for they come in pairs without
+	// anyone asking twice: an ssh session that drops sends the foreground
+	// job a SIGHUP from its shell and another from the kernel as the shell
+	// exits. A SIGHUP or SIGINT ignored at start (SIGHUP under nohup,
+	// SIGINT in a background job of a shell without job control) stays
+	// ignored, for lockctl and its command alike. The Go runtime keeps an
+	// inherited SIG_IGN of those two only (signal.Ignored is false for the
+	// rest): a SIGTERM ignored at start is caught as any, and the command
+	// starts with its default action.
 	var sigs []os.Signal
 	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP} {
 		if !signal.Ignored(sig) {
@@ -56,7 +59,19 @@ func main() {
 				}
 			}()
 		}
-		stop() // SIGINT back to its default action
+		if !slices.Contains(sigs, os.Interrupt) {
+			stop()
+			return
+		}
+		second := make(chan os.Signal, 1)
+		signal.Notify(second, os.Interrupt) // before stop: no SIGINT may find its default action yet
+		stop()
+		<-second
+		killRunning()
+		// Die of SIGINT, as its default action would: a shell running
+		// lockctl then stops too.
+		signal.Reset(os.Interrupt)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGINT)
 	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

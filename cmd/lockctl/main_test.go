@@ -975,16 +975,16 @@ func TestAcquirePrintsARunnableRelease(t *testing.T) {
 	assert.Contains(t, string(out), "released billing/ctl-hint")
 }
 
-// handleHangUps has this process handle SIGHUP until the test ends, so
-// that the lockctl it starts gets SIGHUP's default action. Under nohup
-// this process ignores SIGHUP and its children would too, lockctl keeping
-// it ignored as it should; a signal this process handles is back to its
-// default in a child it starts. Not only when signal.Ignored says so:
-// Stop ignores it again, and Ignored would not say so a second time
-// (-count=2).
-func handleHangUps(t *testing.T) {
+// handleSignals has this process handle sigs until the test ends, so that
+// the lockctl it starts gets their default action. Under nohup this
+// process ignores SIGHUP (SIGINT in a background job of a shell without
+// job control) and its children would too, lockctl keeping it ignored as
+// it should; a signal this process handles is back to its default in a
+// child it starts. Not only when signal.Ignored says so: Stop ignores it
+// again, and Ignored would not say so a second time (-count=2).
+func handleSignals(t *testing.T, sigs ...os.Signal) {
 	c := make(chan os.Signal, 1)
-	signal.Notify(c, syscall.SIGHUP)
+	signal.Notify(c, sigs...)
 	t.Cleanup(func() { signal.Stop(c) })
 }
 
@@ -1000,6 +1000,7 @@ func startRun(t *testing.T, lock, owner, script string, args ...string) (cmd *ex
 	cmd = exec.Command(bin, append([]string{"run", "--brokers", env.Brokers[0], "--lock", lock, "--owner", owner, "--lease", "60", "--",
 		"sh", "-c", script, "sh", pidFile}, args...)...)
 	cmd.Stderr = stderr
+	cmd.WaitDelay = time.Second // should the command outlive lockctl, holding its stderr
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	pid = readPid(t, "the command", pidFile)
@@ -1013,7 +1014,7 @@ func startRun(t *testing.T, lock, owner, script string, args ...string) (cmd *ex
 // and leaving the lock to its lease.
 func TestRunReleasesOnHangUp(t *testing.T) {
 	const lock = "ctl-run-hup"
-	handleHangUps(t)
+	handleSignals(t, syscall.SIGHUP)
 	cmd, stderr, pid := startRun(t, lock, "hup", `echo $$ > "$1"; exec sleep 60`)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
 	err := cmd.Wait()
@@ -1187,7 +1188,7 @@ func TestRunGivesWhatTheCommandStartedItsGrace(t *testing.T) {
 // than die holding it.
 func TestRunOutlivesASecondHangUp(t *testing.T) {
 	const lock = "ctl-run-hup-twice"
-	handleHangUps(t)
+	handleSignals(t, syscall.SIGHUP)
 	dir := t.TempDir()
 	stopping, goOn := filepath.Join(dir, "stopping"), filepath.Join(dir, "go-on")
 	cmd, stderr, _ := startRun(t, lock, "hup-twice",
@@ -1199,6 +1200,7 @@ func TestRunOutlivesASecondHangUp(t *testing.T) {
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, os.WriteFile(goOn, nil, 0o600))
 	require.NoError(t, cmd.Wait(), "lockctl passes on the command's 0: %s", stderr.String())
+	assert.Contains(t, stderr.String(), "\nlockctl: hangup signal received; stopped sh (exit code 0); released "+lock+"; exit code 0\n")
 	r := lockctl(t, "query", "--lock", lock)
 	assert.Contains(t, r.stdout, lock+" released", "released, not left to its lease")
 }

@@ -25,6 +25,7 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	a := addAcquireFlags(fs, ownerHelp+resumeHelp, "lease `duration`, renewed every third of it while COMMAND runs (default: the worker's, 30s)",
 		"how long to wait for the lock (a `duration`; default 0: fail at once if held)", graceLockDelay+sharedLockDelay)
 	grace := addGraceFlag(fs)
+	usageWithEnv(fs, "")
 	return func(ctx context.Context, args []string) error {
 		outliveClosedOutput()
 		if err := errors.Join(requireFlag("lock", *a.lock), checkGrace(grace)); err != nil {
@@ -39,6 +40,9 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		opts, err := c.acquireOptions(a)
 		if err != nil {
+			return err
+		}
+		if err := c.findCommand(args[0]); err != nil {
 			return err
 		}
 		wait, stopQuit := quitCancels(ctx)
@@ -58,6 +62,47 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		})
 		return c.runHolding(ctx, l, grace.d, a.lockDelay.d, args)
 	}
+}
+
+// usageWithEnv ends run's and elect's -h with what COMMAND finds in its
+// environment; more is elect's own variables, in the same form.
+func usageWithEnv(fs *flag.FlagSet, more string) {
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage of %s:\n", fs.Name())
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), `
+COMMAND runs with lockctl's environment (its credentials included) and:
+  LOCKCTL_LOCK            the lock's name (run's --lock, elect's --name)
+  LOCKCTL_NAMESPACE       its namespace (--namespace; empty for none)
+  LOCKCTL_OWNER           the owner id holding it (--owner, or the one lockctl generated)
+  LOCKCTL_FENCING_TOKEN   the lease's fencing token: pass it on to what the lock guards, to
+                          refuse a holder's write with a lower token than one it has seen
+`+more)
+	}
+}
+
+// findCommand looks for COMMAND as its start will, before run or elect
+// takes the lock: one that is not found (127) or cannot be run (126, as a
+// shell's codes: not executable, a directory) fails at once, not after
+// the wait for the lock and the grant. Its start may still fail (the file
+// changed since, or is of a format the kernel refuses): with the same
+// codes, the lock then taken and released.
+func (c *cli) findCommand(name string) error {
+	if _, err := exec.LookPath(name); err != nil {
+		code := notRunCode(err)
+		fmt.Fprintf(c.stderr, "lockctl: %v; the lock was not taken; exit code %d\n", err, code)
+		return exitErr{code}
+	}
+	return nil
+}
+
+// notRunCode is the exit code of a command that could not be started, as
+// a shell's: 127 not found, 126 found but not run.
+func notRunCode(err error) int {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+		return 127
+	}
+	return 126
 }
 
 // brokenPipe catches SIGPIPE for outliveClosedOutput. Nothing reads it:
@@ -223,11 +268,7 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace, lockDelay 
 	if res.notStarted() {
 		// Stopped (a signal, the lease lost) between the grant and the
 		// start: the command never ran, as when the lock was not taken.
-		why := context.Cause(ctx)
-		if lost := l.Err(); lost != nil {
-			why = lost
-		}
-		fmt.Fprintf(c.stderr, "lockctl: %v; %s not started; exit code %d\n", why, args[0], exitRefused)
+		fmt.Fprintf(c.stderr, "lockctl: %v; %s not started; exit code %d\n", stopCause(ctx, l), args[0], exitRefused)
 		c.release(ctx, l, lockDelay)
 		return exitErr{exitRefused}
 	}
@@ -244,7 +285,8 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace, lockDelay 
 	}
 	// Release even if lockctl was interrupted: the lock must not
 	// outlive the command.
-	if err := c.release(ctx, l, lockDelay); err != nil && errors.Is(l.Err(), client.ErrLeaseLost) && res.started {
+	released := c.release(ctx, l, lockDelay)
+	if released != nil && errors.Is(l.Err(), client.ErrLeaseLost) && res.started {
 		// Refused (the worker had ended the lease: a revoke lockctl did
 		// not hear of, cut off from Kafka), or lost as the release began:
 		// maybe while the command ran, beside the next holder.
@@ -252,10 +294,29 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace, lockDelay 
 			res.describe(args[0]), exitLeaseLost)
 		return exitErr{exitLeaseLost}
 	}
-	if res.err != nil {
+	switch {
+	case res.stopped:
+		// Interrupted: said as a lost lease is, for a command that exits 0
+		// when stopped would leave lockctl's 0 unexplained. (A release not
+		// confirmed was said by release.)
+		said := ""
+		if released == nil {
+			said = "; released " + topics.LockKey(l.Namespace, l.Name)
+		}
+		fmt.Fprintf(c.stderr, "lockctl: %v; %s%s; exit code %d\n", stopCause(ctx, l), res.describe(args[0]), said, res.code)
+	case res.err != nil:
 		fmt.Fprintf(c.stderr, "lockctl: %v\n", res.err)
 	}
 	return exitErr{res.code}
+}
+
+// stopCause is why lockctl stopped its command: the lease lost, else the
+// signal that ended ctx.
+func stopCause(ctx context.Context, l *client.Lease) error {
+	if lost := l.Err(); errors.Is(lost, client.ErrLeaseLost) {
+		return lost
+	}
+	return context.Cause(ctx)
 }
 
 // release releases l, whatever ctx (the lock must not outlive the
@@ -369,6 +430,26 @@ const graceTick = 50 * time.Millisecond
 // killWait is how long a stop waits for SIGKILL to end what it was sent
 // to before it says what is left.
 const killWait = time.Second
+
+// running is the command runCommand runs, for killRunning.
+var running struct {
+	sync.Mutex
+	kill func() // a stop's SIGKILL step; nil while no command runs
+}
+
+// killRunning sends the command runCommand runs, and what it started,
+// SIGKILL at once, as a stop does once --grace has passed; nothing when
+// no command runs. It is main's on a second SIGINT, lockctl's escape hatch
+// when a stop seems stuck, right before lockctl dies: the parent-death
+// signal (runCommand) would reach the command alone, and what it started
+// would run on beside the next holder.
+func killRunning() {
+	running.Lock()
+	defer running.Unlock()
+	if running.kill != nil {
+		running.kill()
+	}
+}
 
 // runCommand runs args until it exits, or until the lease is lost or ctx
 // ends (a signal to lockctl): then it sends the command and what it started
@@ -521,7 +602,19 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		// own, maybe after Start's one look at runCtx.
 		cancel()
 	}
+	// Locked from before the start: a killRunning meanwhile waits for the
+	// command's pid.
+	running.Lock()
 	err := cmd.Start()
+	if err == nil {
+		running.kill = func() { _ = stopAll(syscall.SIGKILL) }
+		defer func() {
+			running.Lock()
+			running.kill = nil
+			running.Unlock()
+		}()
+	}
+	running.Unlock()
 	if group != nil {
 		var started *os.Process
 		if err == nil {
@@ -586,11 +679,7 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 			return ran{stopped: true, err: err} // notStarted
 		}
 		// It never started (not found, not executable): as a shell says.
-		code := 126
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			code = 127
-		}
-		return ran{code: code, err: err}
+		return ran{code: notRunCode(err), err: err}
 	}
 	r := ran{started: true, code: cmd.ProcessState.ExitCode(), stopped: stopped}
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
