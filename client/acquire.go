@@ -202,9 +202,9 @@ func OnQueued(fn func(position int)) AcquireOption {
 // owner started meanwhile waits until the release is answered. So does the
 // given-up Acquire that sends it, before it returns, which can be after ctx's
 // deadline: one release, or up to four requests (a release by a refused
-// grant's token, one without a token, and under REQUIRE_FENCING_TOKEN a
-// query and a release by the token it tells), each given up to
-// ReplyTimeout.
+// grant's token, one without a token, and under REQUIRE_FENCING_TOKEN the
+// acquire sent again, whose stored answer tells the grant's token, or a
+// query, and a release by the token told), each given up to ReplyTimeout.
 //
 // A grant read past the deadline it sets, its lease's duration counted
 // from the send, the time it waited in the queue left out (an outage of
@@ -384,8 +384,7 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 			// by the reply's token only when it shows the owner's lease of
 			// the lock (another's would be refused, TOKEN_MISMATCH, and
 			// leave the grant held).
-			if li := ev.LockInfo; li != nil && li.FencingToken > 0 && c.shows(li, cmd) {
-				token := li.FencingToken
+			if token, ok := c.grantToken(ev, cmd); ok {
 				*refused = &token
 			}
 			return nil, err
@@ -558,13 +557,44 @@ func (c *Client) abandon(acq topics.Command, refused *int64, generated bool) {
 		return
 	}
 	// Under REQUIRE_FENCING_TOKEN a release without a token only withdraws
-	// a wait: the lease granted meanwhile is released with its token, which
-	// a query tells. Of a shared lock or a semaphore the owner's lease may
-	// be any of the holders listed; but the list is cut (the first
-	// MaxHoldersShown, within MaxHoldersBytes), and the given-up grant is
-	// the newest, the likeliest cut off: lock_info itself is the newest
-	// holder. Only the answer about this lock, as Query takes it: another
-	// lock's would release by a token not the grant's.
+	// a wait: refused, the owner held a lease when the release was applied,
+	// after the acquire. The lease the acquire was granted is released by
+	// its token, which the acquire's own answer tells, whatever the lock's
+	// holders: sent again (same request_id), the acquire is answered the
+	// outcome stored for it, its grant (a wait's lock.queued is replaced by
+	// its final answer). Not after a refused grant: that answer was read,
+	// and its token tried. The mode refuses renewals, so a grant answered
+	// is a lease this acquire brought, of any owner (generated, a
+	// session's, or given WithOwner, which only a wait seen makes this
+	// client take back), and a release by its token ends no other lease
+	// of the owner. Its outcome pruned (REQUEST_RETENTION, at least 60 s
+	// from the grant: only after an answer that long delayed), the copy is
+	// applied anew: it is refused while the owner still holds the lease (a
+	// renewal), and what it got once that ended is given back at once: a
+	// new grant by its token, a new wait (the acquire's own was over: the
+	// owner held a lease after it) by a release without one.
+	if refused == nil {
+		again, err := c.bestEffort(acq)
+		token, granted := c.grantToken(again, acq)
+		switch {
+		case err != nil:
+		case granted:
+			_, _ = release(&token)
+			return
+		case again.Type == topics.TypeQueued:
+			_, _ = release(nil)
+			return
+		}
+	}
+	// Otherwise (after a refused grant; the copy unanswered, or answered
+	// without a grant: the acquire was a renewal, or another acquire of the
+	// owner took its place) a query tells the owner's lease: among the
+	// holders listed, or lock_info's own, the newest holder. The list is
+	// cut (the first MaxHoldersShown in grant order, within
+	// MaxHoldersBytes), so a lease granted before others may show in
+	// neither, and is left to end by itself. Only the answer about this
+	// lock, as Query takes it: another lock's would release by a token not
+	// the grant's.
 	q := c.command(topics.OpQuery, acq.LockName)
 	q.Namespace = acq.Namespace
 	st, err := c.bestEffort(q)
@@ -574,6 +604,17 @@ func (c *Client) abandon(acq topics.Command, refused *int64, generated bool) {
 	if token, ok := ownersToken(st.LockInfo, c.acquireKey(acq.Namespace, acq.LockName, acq.OwnerID).owner); ok {
 		_, _ = release(&token)
 	}
+}
+
+// grantToken is the fencing token of the grant ev, a reply to the acquire
+// cmd, when it shows cmd's lock and owner with one (not checked further:
+// the token is only to release the grant by).
+func (c *Client) grantToken(ev topics.Event, cmd topics.Command) (int64, bool) {
+	li := ev.LockInfo
+	if ev.Type != topics.TypeAcquired || li == nil || li.FencingToken < 1 || !c.shows(li, cmd) {
+		return 0, false
+	}
+	return li.FencingToken, true
 }
 
 // ownersToken finds owner's lease in a query's lock_info: among its holders
