@@ -99,6 +99,7 @@ func FuzzProbes(f *testing.F) {
 		{0, "GET", "", "X", "1\r\n\r\nGET /health/live HTTP/1.1\r\nHost: a"},
 		{0, "GET", "", "X", "1\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: a\r\n\r\nGET * HTTP/1.1\r\nHost: a"},
 		{5, "GET /locks/a HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer inspect-secret\r\n\r\nGET", "", "", ""},
+		{0, "GET", "", "Content-Length", "9999\n\n9999999"}, // a body declared, never sent
 	} {
 		f.Add(s.path, s.method, s.tail, s.name, s.value)
 	}
@@ -135,6 +136,13 @@ func exchange(t *testing.T, mux *http.ServeMux, addr, raw string) {
 		if !first && parseErr != nil {
 			// Nothing more, or bytes the server may still be waiting
 			// to complete: no answer is due.
+			return
+		}
+		if first && parseErr == nil && bodyErr != nil && !req.Close {
+			// A body declared longer than raw holds (a bare LF ending the
+			// headers early): net/http reads the rest before answering
+			// (under 256 KiB), until the server's ReadTimeout (10 s in
+			// cmd/lockworker; the fuzzing engine gives an input 10 s).
 			return
 		}
 		// The first request is answered whatever follows: raw ends its
