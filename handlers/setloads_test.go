@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,20 +24,23 @@ import (
 func TestSettleReadsManyLocksInTwoStatements(t *testing.T) {
 	t.Parallel()
 	const n = 30
-	sent := &statements{}
+	sent := &testdb.Statements{}
 	st := testdb.NewWith(t, store.Config{LockTimeout: -1, Tracer: sent})
 	env := planEnv(0)
 	applyBatches(t, st.Pool, env, leasesInSession("s", n))
 
-	sent.on.Store(true)
+	sent.Take()
 	applyBatches(t, st.Pool, env, [][]topics.Command{{sessionCommand(topics.OpSessionClose, "close", "s")}})
-	sent.on.Store(false)
-	rows := sent.count(func(sql string) bool {
-		return strings.Contains(sql, "FROM locks WHERE") && strings.Contains(sql, "FOR UPDATE")
-	})
-	holders := sent.count(func(sql string) bool {
-		return strings.HasPrefix(sql, "SELECT") && strings.Contains(sql, "FROM lock_holders WHERE namespace =")
-	})
+	var rows, holders int
+	for _, sql := range sent.Take() {
+		sql = strings.TrimSpace(sql)
+		if strings.Contains(sql, "FROM locks WHERE") && strings.Contains(sql, "FOR UPDATE") {
+			rows++
+		}
+		if strings.HasPrefix(sql, "SELECT") && strings.Contains(sql, "FROM lock_holders WHERE namespace =") {
+			holders++
+		}
+	}
 	require.Equal(t, [2]int{1, 1}, [2]int{rows, holders}, "the statements reading the rows and the holders of %d locks", n)
 
 	var left, released int
@@ -174,45 +175,3 @@ func applyTx(ctx context.Context, pool *pgxpool.Pool, env Env, c topics.Command)
 		return b.Flush(ctx)
 	})
 }
-
-// statements records, while on, the SQL of every statement a pool sends,
-// alone or in a batch, its leading white space trimmed.
-type statements struct {
-	on  atomic.Bool
-	mu  sync.Mutex
-	sql []string
-}
-
-func (s *statements) add(sql string) {
-	if s.on.Load() {
-		s.mu.Lock()
-		s.sql = append(s.sql, strings.TrimSpace(sql))
-		s.mu.Unlock()
-	}
-}
-
-// count is how many of the statements recorded match.
-func (s *statements) count(match func(string) bool) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, sql := range s.sql {
-		if match(sql) {
-			n++
-		}
-	}
-	return n
-}
-
-func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	s.add(d.SQL)
-	return ctx
-}
-func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (s *statements) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	return ctx
-}
-func (s *statements) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	s.add(d.SQL)
-}
-func (s *statements) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,41 +12,6 @@ import (
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/store"
 )
-
-// statements records the SQL of every statement of a pool's connections,
-// batched or not, through its tracer.
-type statements struct {
-	mu  sync.Mutex
-	sql []string
-}
-
-func (s *statements) add(sql string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sql = append(s.sql, sql)
-}
-
-// take returns the statements recorded since the last take.
-func (s *statements) take() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sql := s.sql
-	s.sql = nil
-	return sql
-}
-
-func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	s.add(d.SQL)
-	return ctx
-}
-func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (s *statements) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	return ctx
-}
-func (s *statements) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	s.add(d.SQL)
-}
-func (s *statements) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 // A transaction that idles longer than IdleInTransactionTimeout on every
 // attempt, as one ending thousands of leases does while it builds its
@@ -63,7 +27,7 @@ func TestIdleLimitGrowsAfterAnAttemptIdledOut(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			traced := &statements{}
+			traced := &testdb.Statements{}
 			st := testdb.NewSchema(t).Open(t, store.Config{MaxConns: 1, IdleInTransactionTimeout: idle,
 				RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond, Tracer: traced})
 			_, err := st.Pool.Exec(ctx, `CREATE TABLE effects (id serial PRIMARY KEY, note text NOT NULL)`)
@@ -100,12 +64,12 @@ func TestIdleLimitGrowsAfterAnAttemptIdledOut(t *testing.T) {
 				})
 			}
 
-			traced.take()
+			traced.Take()
 			require.NoError(t, tx(ctx, func() {}))
 			require.Equal(t, []string{"300ms"}, limits)
 			commit := map[bool]string{false: "commit", true: "COMMIT"}[batch] // pgx's, the store's
 			require.Equal(t, []string{"begin", `SHOW idle_in_transaction_session_timeout`, `INSERT INTO effects (note) VALUES ('x')`, commit},
-				traced.take(), "nothing sent beyond the transaction's own statements")
+				traced.Take(), "nothing sent beyond the transaction's own statements")
 
 			// Idle beyond the limit on every attempt: only a longer limit
 			// lets one commit (the third, when the box is too slow for the
