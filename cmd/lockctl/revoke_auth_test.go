@@ -10,46 +10,24 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/internal/auth"
 	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/internal/testlog"
-	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/topics"
-	"github.com/omninode/lockworker/worker"
 )
 
 // authWorker starts a broker, a schema and a worker of their own that
 // requires tokens (AUTH_REQUIRED) verified by v, and returns the broker's
-// address. (e2e.StartWorker has no Auth option.)
+// address.
 func authWorker(t *testing.T, v *auth.Verifier) string {
 	t.Helper()
 	e := e2e.New(t)
-	kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, true, -1)
-	require.NoError(t, err)
-	t.Cleanup(pubClient.Close)
-	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: e.Store.Pool, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	w, err := worker.New(worker.Config{KafkaOpts: kopts, Group: e.Group, Names: e.Names, Store: e.Store, Relay: relay,
-		Instance: "auth", Auth: v, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	require.NoError(t, w.EnsureTopics(context.Background()))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		w.Close()
-	})
+	e.StartWorker(e2e.WorkerOpts{Name: "auth", Auth: v})
 	return e.Brokers[0]
 }
 

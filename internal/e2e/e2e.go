@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/auth"
 	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/outbox"
@@ -93,7 +94,9 @@ type WorkerOpts struct {
 	Appliers int
 	// RequireFencingToken is worker.Config.RequireFencingToken.
 	RequireFencingToken bool
-	Logger              *zerolog.Logger
+	// Auth is worker.Config.Auth (nil: commands need no token).
+	Auth   *auth.Verifier
+	Logger *zerolog.Logger
 	// KafkaOpts go to worker.Config.KafkaOpts after the harness's own
 	// (seeds, InstanceID), so theirs win.
 	KafkaOpts []kgo.Opt
@@ -131,7 +134,7 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	wopts = append(wopts, o.KafkaOpts...)
 	w, err := worker.New(worker.Config{
 		KafkaOpts: wopts, Group: e.Group, Names: e.Names, Store: st, Relay: relay, Instance: o.Name,
-		SessionTimeout: o.SessionTimeout, Appliers: o.Appliers, RequireFencingToken: o.RequireFencingToken, Logger: log,
+		SessionTimeout: o.SessionTimeout, Appliers: o.Appliers, RequireFencingToken: o.RequireFencingToken, Auth: o.Auth, Logger: log,
 	})
 	require.NoError(t, err)
 	require.NoError(t, w.EnsureTopics(context.Background()))
