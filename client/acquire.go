@@ -203,8 +203,9 @@ func OnQueued(fn func(position int)) AcquireOption {
 // given-up Acquire that sends it, before it returns, which can be after ctx's
 // deadline: one release, or up to four requests (a release by a refused
 // grant's token, one without a token, and under REQUIRE_FENCING_TOKEN the
-// acquire sent again, whose stored answer tells the grant's token, or a
-// query, and a release by the token told), each given up to ReplyTimeout.
+// acquire sent again, whose stored answer tells the grant's token (else a
+// query may), and a release by the token told), each given up to
+// ReplyTimeout.
 //
 // A grant read past the deadline it sets, its lease's duration counted
 // from the send, the time it waited in the queue left out (an outage of
@@ -584,11 +585,16 @@ func (c *Client) abandon(acq topics.Command, refused *int64, generated bool) {
 		case again.Type == topics.TypeQueued:
 			_, _ = release(nil)
 			return
+		case again.Type == topics.TypeWithdrawn, again.Type == topics.TypeRejected && again.ErrorCode != topics.CodeInvalidRequest:
+			// The acquire's own final answer, no lease: the one the
+			// release found is another acquire's of the owner, not to be
+			// ended here.
+			return
 		}
 	}
-	// Otherwise (after a refused grant; the copy unanswered, or answered
-	// without a grant: the acquire was a renewal, or another acquire of the
-	// owner took its place) a query tells the owner's lease: among the
+	// Otherwise (after a refused grant; the copy unanswered, refused
+	// INVALID_REQUEST, a renewal, its outcome pruned and applied anew, or
+	// answered out of the contract) a query tells the owner's lease: among the
 	// holders listed, or lock_info's own, the newest holder. The list is
 	// cut (the first MaxHoldersShown in grant order, within
 	// MaxHoldersBytes), so a lease granted before others may show in

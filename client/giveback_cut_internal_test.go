@@ -16,8 +16,10 @@ import (
 // to the copy, the outcome stored for it, decides: its grant of the lock to
 // the owner is released by its token, whatever a query would list; a
 // lock.queued (the copy applied anew, its outcome pruned) is withdrawn by a
-// release without one; anything else (a refusal, another lock's grant)
-// leaves the query, whose token releases the lease.
+// release without one; the acquire's own final refusal ends the give-back
+// (the lease the release found is another acquire's); an INVALID_REQUEST
+// (a renewal) or another lock's grant leaves the query, whose token
+// releases the lease.
 func TestAbandonAsksTheAcquireAgain(t *testing.T) {
 	grant := func(lock string) func(topics.Command) topics.Event {
 		return func(cmd topics.Command) topics.Event {
@@ -37,6 +39,8 @@ func TestAbandonAsksTheAcquireAgain(t *testing.T) {
 		{"queued anew", queuedEvent, []string{topics.OpAcquire, topics.OpRelease, topics.OpAcquire, topics.OpRelease, topics.OpQuery}, 0},
 		{"refused", func(cmd topics.Command) topics.Event { return rejectedEvent(cmd, topics.CodeInvalidRequest) }, byQuery, 5},
 		{"another lock's grant", grant("other"), byQuery, 5},
+		{"its own final refusal", func(cmd topics.Command) topics.Event { return rejectedEvent(cmd, topics.CodeLockTimeout) },
+			[]string{topics.OpAcquire, topics.OpRelease, topics.OpAcquire, topics.OpQuery}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

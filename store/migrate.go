@@ -178,7 +178,7 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 	schema, err := currentSchema(ctx, conn.Conn())
 	if err != nil {
 		conn.Release()
-		return err
+		return fmt.Errorf("migrating: %w", err)
 	}
 	var version int
 	err = conn.QueryRow(ctx, "SELECT version FROM "+schema+"."+VersionTable).Scan(&version)
@@ -191,6 +191,9 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 		if version > last {
 			err := newerSchema(ctx, conn.Conn(), ev, schema, version, last)
 			conn.Release()
+			if err != nil && !errors.Is(err, ErrSchemaNewer) {
+				err = fmt.Errorf("migrating: %w", err)
+			}
 			return err
 		}
 	case pgErr != nil && pgErr.Code == "42P01": // undefined_table
@@ -239,10 +242,10 @@ func currentSchema(ctx context.Context, conn *pgx.Conn) (string, error) {
 	var schema *string
 	var path string
 	if err := conn.QueryRow(ctx, "SELECT quote_ident(current_schema()), current_setting('search_path')").Scan(&schema, &path); err != nil {
-		return "", fmt.Errorf("migrating: reading the current schema: %w", err)
+		return "", fmt.Errorf("reading the current schema: %w", err)
 	}
 	if schema == nil {
-		return "", fmt.Errorf("migrating: the search_path (%s) names no schema that exists: no schema to migrate", path)
+		return "", fmt.Errorf("the search_path (%s) names no schema that exists: no schema to migrate", path)
 	}
 	return *schema, nil
 }
@@ -280,9 +283,9 @@ func refuseShadowed(ctx context.Context, conn *pgx.Conn, schema string) error {
 // binary's migration, applied while this one runs (the first replica of a
 // rolling update), declared it unable to run beside the new schema. Any
 // other error is a check that could not be made (PostgreSQL unreachable, a
-// lock_timeout), not an answer: the caller checks again later. One read of
-// the one-row version table while the schema is this binary's (and of
-// CompatTable's one row once it is newer).
+// lock_timeout), not an answer: the caller checks again later. Two round
+// trips while the schema is this binary's (its name, the one-row version
+// table), a third once it is newer (CompatTable's one row).
 func (s *Store) CheckSchema(ctx context.Context) error {
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
@@ -291,7 +294,7 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 	defer conn.Release()
 	schema, err := currentSchema(ctx, conn.Conn())
 	if err != nil {
-		return err
+		return fmt.Errorf("checking the schema version: %w", err)
 	}
 	var version int
 	if err := conn.QueryRow(ctx, "SELECT version FROM "+schema+"."+VersionTable).Scan(&version); err != nil {
@@ -300,7 +303,11 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 	if version <= latest {
 		return nil
 	}
-	return newerSchema(ctx, conn.Conn(), MigrateEvents{}, schema, version, latest)
+	err = newerSchema(ctx, conn.Conn(), MigrateEvents{}, schema, version, latest)
+	if err != nil && !errors.Is(err, ErrSchemaNewer) {
+		err = fmt.Errorf("checking the schema version: %w", err)
+	}
+	return err
 }
 
 // newerSchema is Migrate's answer to schema at version, newer than this
@@ -321,7 +328,7 @@ func newerSchema(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, schema s
 	case errors.Is(err, pgx.ErrNoRows), pgErr != nil && pgErr.Code == "42P01": // undefined_table
 		return &SchemaNewerError{Version: version, Latest: last}
 	default:
-		return fmt.Errorf("migrating: reading which binaries the schema allows: %w", err)
+		return fmt.Errorf("reading which binaries the schema allows: %w", err)
 	}
 }
 

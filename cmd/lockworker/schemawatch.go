@@ -11,6 +11,9 @@ import (
 	"github.com/omninode/lockworker/store"
 )
 
+// defaultSchemaCheck is Main.SchemaCheckInterval's default.
+const defaultSchemaCheck = 5 * time.Second
+
 // watchSchema checks at once, then every interval until ctx is done, that
 // this binary may still run on the database's schema (check:
 // store.Store.CheckSchema, the rule of the start). The first replica of a

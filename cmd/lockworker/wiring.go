@@ -62,9 +62,9 @@ type Main struct {
 	// would tell from a replica that hangs.
 	KafkaSilentWarn time.Duration
 	// SchemaCheckInterval is how often a replica that consumes checks
-	// that the schema still allows its version (NewMain: 5 s; watchSchema):
-	// how long, at most, it runs on beside a migration that declared it
-	// unable to, before it stops.
+	// that the schema still allows its version (watchSchema): how long, at
+	// most, it runs on beside a migration that declared it unable to,
+	// before it stops. 0: defaultSchemaCheck (5 s).
 	SchemaCheckInterval time.Duration
 	// Ready is closed once everything is wired and the worker is about to
 	// join its consumer group and consume (worker.Run); Brokers then says
@@ -95,7 +95,7 @@ type Main struct {
 func NewMain() *Main {
 	return &Main{Config: config.Default(), Logger: zerolog.New(os.Stderr).With().Timestamp().Logger(), stderr: os.Stderr,
 		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second, KafkaSilentWarn: 10 * time.Second,
-		SchemaCheckInterval: 5 * time.Second}
+		SchemaCheckInterval: defaultSchemaCheck}
 }
 
 // ParseEnv reads the configuration from the environment (lookup: as
@@ -431,7 +431,7 @@ func (m *Main) Run(ctx context.Context) error {
 	watched := make(chan error, 1)
 	go func() {
 		schemaLog := log.With().Str("component", "schema").Logger()
-		err := watchSchema(ctx, st.CheckSchema, m.SchemaCheckInterval, schemaLog)
+		err := watchSchema(ctx, st.CheckSchema, cmp.Or(m.SchemaCheckInterval, defaultSchemaCheck), schemaLog)
 		if err != nil {
 			schemaLog.Error().Err(err).Msg("a migration applied since this replica started does not allow its version: stopping; draining, then exiting")
 			stopConsuming(err)
