@@ -166,14 +166,19 @@ func TestPlansOnLargeTables(t *testing.T) {
 }
 
 // applyBatches applies each of batches in a transaction of its own, as the
-// worker's applier does: the prefetch and the common cases sent ahead, then
-// each command.
+// worker's applier does (applyBatch).
 func applyBatches(t *testing.T, pool *pgxpool.Pool, env Env, batches [][]topics.Command) {
 	t.Helper()
-	ctx := context.Background()
 	for _, cmds := range batches {
-		tx, err := pool.Begin(ctx)
-		require.NoError(t, err)
+		require.NoError(t, applyBatch(context.Background(), pool, env, cmds))
+	}
+}
+
+// applyBatch applies cmds in a transaction of its own on pool, as the
+// worker's applier does a batch: the prefetch and the common cases sent
+// ahead, then each command. It asserts nothing: any goroutine may call it.
+func applyBatch(ctx context.Context, pool *pgxpool.Pool, env Env, cmds []topics.Command) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		b := NewBatch(tx, env)
 		pb := &pgx.Batch{}
 		ids := make([]string, len(cmds))
@@ -182,14 +187,16 @@ func applyBatches(t *testing.T, pool *pgxpool.Pool, env Env, batches [][]topics.
 		}
 		b.QueuePrefetch(pb, ids)
 		b.QueueAtOnce(pb, cmds, nil)
-		require.NoError(t, tx.SendBatch(ctx, pb).Close())
-		for _, c := range cmds {
-			_, err := b.Apply(ctx, c, time.Now())
-			require.NoError(t, err, c.RequestID)
+		if err := tx.SendBatch(ctx, pb).Close(); err != nil {
+			return err
 		}
-		require.NoError(t, b.Flush(ctx))
-		require.NoError(t, tx.Commit(ctx))
-	}
+		for _, c := range cmds {
+			if _, err := b.Apply(ctx, c, time.Now()); err != nil {
+				return fmt.Errorf("%s: %w", c.RequestID, err)
+			}
+		}
+		return b.Flush(ctx)
+	})
 }
 
 // fillLarge gives the schema `held` locks held by one owner each (held-N by

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
@@ -71,7 +70,9 @@ func TestSettleLocksRowsInKeyOrder(t *testing.T) {
 	require.NoError(t, err)
 
 	done := make(chan error, 1)
-	go func() { done <- applyTx(ctx, st.Pool, env, sessionCommand(topics.OpSessionClose, "close", "s")) }()
+	go func() {
+		done <- applyBatch(ctx, st.Pool, env, []topics.Command{sessionCommand(topics.OpSessionClose, "close", "s")})
+	}()
 	require.Eventually(t, func() bool {
 		var waiting bool
 		err := st.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))`, pid).Scan(&waiting)
@@ -162,16 +163,4 @@ func leasesInSession(id string, n int) [][]topics.Command {
 // sessionCommand is session id's op by owner o, request "<id>-<name>".
 func sessionCommand(op, name, id string) topics.Command {
 	return topics.Command{Operation: op, RequestID: id + "-" + name, OwnerID: "o", SessionID: id, TTL: 60, ReplyTo: "locks.replies.o"}
-}
-
-// applyTx applies c in a transaction of its own on pool, as applyBatches
-// does, asserting nothing: any goroutine may call it.
-func applyTx(ctx context.Context, pool *pgxpool.Pool, env Env, c topics.Command) error {
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		b := NewBatch(tx, env)
-		if _, err := b.Apply(ctx, c, time.Now()); err != nil {
-			return err
-		}
-		return b.Flush(ctx)
-	})
 }
