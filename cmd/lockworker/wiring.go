@@ -94,8 +94,7 @@ type Main struct {
 // NewMain returns a Main with the default configuration.
 func NewMain() *Main {
 	return &Main{Config: config.Default(), Logger: zerolog.New(os.Stderr).With().Timestamp().Logger(), stderr: os.Stderr,
-		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second, KafkaSilentWarn: 10 * time.Second,
-		SchemaCheckInterval: defaultSchemaCheck}
+		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second, KafkaSilentWarn: 10 * time.Second}
 }
 
 // ParseEnv reads the configuration from the environment (lookup: as
