@@ -1012,14 +1012,16 @@ func shellWords(s string) []string {
 
 type dockerfile struct {
 	stages    [][]string // instructions per stage, FROM first
-	buildArgs []string   // what follows "go build" in the builder
+	buildArgs []string   // what follows "go build" in the builder, unexpanded
 	buildEnv  map[string]string
+	stageArgs map[string]string // the builder's ARGs: name to default ("" without one)
 }
 
 func parseDockerfile(t *testing.T) dockerfile {
 	t.Helper()
 	var df dockerfile
 	df.buildEnv = map[string]string{}
+	df.stageArgs = map[string]string{}
 	for _, l := range dockerfileLines(t) {
 		instr := strings.ToUpper(strings.Fields(l)[0])
 		if instr == "FROM" {
@@ -1037,6 +1039,12 @@ func parseDockerfile(t *testing.T) dockerfile {
 				df.buildEnv[k] = v
 			}
 		}
+		if len(df.stages) == 1 && instr == "ARG" {
+			for _, kv := range shellWords(strings.TrimSpace(l[3:])) {
+				k, v, _ := strings.Cut(kv, "=")
+				df.stageArgs[k] = v
+			}
+		}
 		if instr == "RUN" && strings.Contains(l, "go build") {
 			require.Nil(t, df.buildArgs, "more than one go build line")
 			_, after, _ := strings.Cut(l, "go build")
@@ -1046,6 +1054,35 @@ func parseDockerfile(t *testing.T) dockerfile {
 	require.Len(t, df.stages, 2, "a build stage and a final stage")
 	require.NotNil(t, df.buildArgs, "no RUN ... go build line")
 	return df
+}
+
+// goBuildArgs returns the go build line's arguments with its variables
+// substituted as the RUN's shell would: an ARG of the builder takes its
+// value from given (docker build --build-arg) or its default, and an ENV
+// overrides an ARG of its name. A variable neither declares fails the test
+// rather than become the shell's empty string: a misspelt name would
+// stamp nothing.
+func (df dockerfile) goBuildArgs(t *testing.T, given map[string]string) []string {
+	t.Helper()
+	vars := map[string]string{}
+	for k, def := range df.stageArgs {
+		vars[k] = def
+		if v, ok := given[k]; ok {
+			vars[k] = v
+		}
+	}
+	for k, v := range df.buildEnv {
+		vars[k] = v
+	}
+	args := make([]string, len(df.buildArgs))
+	for i, a := range df.buildArgs {
+		args[i] = os.Expand(a, func(k string) string {
+			v, ok := vars[k]
+			assert.True(t, ok, "the go build line uses $%s, which no ARG or ENV of the build stage declares", k)
+			return v
+		})
+	}
+	return args
 }
 
 // imageHealthcheck returns the command of a HEALTHCHECK instruction's
@@ -1102,7 +1139,7 @@ func TestDockerfile(t *testing.T) {
 		assert.Contains(t, df.buildArgs, "-trimpath")
 		i := slices.Index(df.buildArgs, "-ldflags")
 		require.GreaterOrEqual(t, i, 0, "-ldflags")
-		assert.ElementsMatch(t, []string{"-s", "-w"}, strings.Fields(df.buildArgs[i+1]))
+		assert.Subset(t, strings.Fields(df.buildArgs[i+1]), []string{"-s", "-w"})
 		assert.Equal(t, "./cmd/...", df.buildArgs[len(df.buildArgs)-1], "the image carries every command")
 	})
 
@@ -1231,17 +1268,21 @@ func TestDockerignoreMatcher(t *testing.T) {
 }
 
 // TestDockerBuildFlags builds ./cmd/... exactly as the Dockerfile does (its
-// go build arguments and build ENV, read from it) and checks the binaries
-// are static, stripped, path-free, and run.
+// go build arguments and build ENV, read from it, with a REVISION build
+// argument) and checks the binaries are static, stripped, path-free, and
+// run, and that lockworker reports the revision it was given.
 func TestDockerBuildFlags(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds every command (-short)")
 	}
 	df := parseDockerfile(t)
+	// As `docker build --build-arg REVISION=$(git rev-parse HEAD)` passes it.
+	const revision = "0123456789abcdef0123456789abcdef01234567"
+	buildArgs := df.goBuildArgs(t, map[string]string{"REVISION": revision})
 	out := t.TempDir()
 	args := []string{"build"}
-	for i := 0; i < len(df.buildArgs); i++ {
-		a := df.buildArgs[i]
+	for i := 0; i < len(buildArgs); i++ {
+		a := buildArgs[i]
 		if a == "-o" {
 			args = append(args, "-o", out+string(os.PathSeparator))
 			i++
@@ -1296,6 +1337,30 @@ func TestDockerBuildFlags(t *testing.T) {
 		require.ErrorAs(t, err, &exit, "%s", msg)
 		assert.Equal(t, 2, exit.ExitCode(), "%s", msg)
 		assert.Contains(t, string(msg), `LOG_FORMAT: "xml" is not json or console`)
+	})
+
+	t.Run("lockworker reports its revision", func(t *testing.T) {
+		// A Kafka CA file that cannot be opened stops Run (exit 2) after
+		// its start line, which carries the revision, and before it dials
+		// Kafka or PostgreSQL: their addresses here are never reached.
+		c := exec.Command(filepath.Join(out, "lockworker"))
+		c.Env = []string{
+			"LOG_FORMAT=json", "HTTP_ADDR=127.0.0.1:0",
+			"KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1", "DATABASE_URL=postgres://lockworker@127.0.0.1:1/lockworker",
+			"KAFKA_TLS_ENABLED=true", "KAFKA_TLS_CA_FILE=" + filepath.Join(t.TempDir(), "missing.pem"),
+		}
+		msg, err := c.CombinedOutput()
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, "%s", msg)
+		require.Equal(t, 2, exit.ExitCode(), "%s", msg)
+		for l := range bytes.Lines(msg) {
+			var line struct{ Message, Revision string }
+			if json.Unmarshal(l, &line) == nil && line.Message == "starting lockworker" {
+				assert.Equal(t, revision, line.Revision, "the start line's revision")
+				return
+			}
+		}
+		t.Fatalf("no start line:\n%s", msg)
 	})
 
 	t.Run("healthcheck runs", func(t *testing.T) {

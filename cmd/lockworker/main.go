@@ -230,10 +230,19 @@ func onlyCanceled(err error) bool {
 	return errors.Is(err, context.Canceled) // at a leaf: equal, or its Is says so
 }
 
-// revision is the VCS revision the binary was built from, as the Go
-// toolchain records it (vcs.revision), or "unknown": a build outside a
-// checkout, or with -buildvcs=false, records none.
+// buildRevision is the revision a build stamps with -ldflags
+// "-X main.buildRevision=...": the Dockerfile's (its REVISION build
+// argument), whose context leaves .git out for the toolchain to read.
+var buildRevision string
+
+// revision is the revision the binary was built from: the one stamped
+// (buildRevision), else the VCS revision the Go toolchain records
+// (vcs.revision), else "unknown": a build outside a checkout, or with
+// -buildvcs=false, records none.
 func revision() string {
+	if buildRevision != "" {
+		return buildRevision
+	}
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range info.Settings {
 			if s.Key == "vcs.revision" {
