@@ -14,6 +14,11 @@ import (
 // defaultSchemaCheck is Main.SchemaCheckInterval's default.
 const defaultSchemaCheck = 5 * time.Second
 
+// schemaCheckFailed, when set (by tests, before Run), is called after each
+// failed check with the failures in a row: the log says only the first
+// and then one a failstreak.DefaultEvery, too few to count them by.
+var schemaCheckFailed func(failures int)
+
 // watchSchema checks at once, then every interval until ctx is done, that
 // this binary may still run on the database's schema (check:
 // store.Store.CheckSchema, the rule of the start). The first replica of a
@@ -39,8 +44,11 @@ func watchSchema(ctx context.Context, check func(context.Context) error, interva
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			_, ev := streak.Fail(&log, err)
+			n, ev := streak.Fail(&log, err)
 			ev.Msg("checking that the database schema still allows this binary's version failed; checking again in " + interval.String())
+			if schemaCheckFailed != nil {
+				schemaCheckFailed(n)
+			}
 		default:
 			streak.OK(&log).Msg("checking the database schema's version works again")
 		}

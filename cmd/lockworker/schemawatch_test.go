@@ -66,14 +66,25 @@ func TestStartSaysItsBuild(t *testing.T) {
 // A replica that consumes stops, exiting 1 with the start's error, once a
 // migration applied meanwhile (here by hand, as a newer binary's would:
 // the version and oldest_reader in one transaction) no longer allows its
-// version; a check that fails meanwhile (its table locked past the
-// check's bound) stops nothing.
+// version; checks that fail meanwhile (its table locked past the check's
+// bound), several in a row, stop nothing.
 func TestStopsOnceTheSchemaNoLongerAllowsIt(t *testing.T) {
 	ctx := context.Background()
 	sch := testdb.NewSchema(t)
 	logs := &testlog.Buffer{}
 	addr := "127.0.0.1:18203"
-	m, run := launchOn(t, sch, addr, "127.0.0.1:18204", logs)
+	// Registered first, so it runs after launchOn's cleanup has seen Run
+	// return.
+	failed := make(chan int, 1)
+	schemaCheckFailed = func(n int) {
+		select {
+		case <-failed: // a count not read yet is stale
+		default:
+		}
+		failed <- n
+	}
+	t.Cleanup(func() { schemaCheckFailed = nil })
+	_, run := launchOn(t, sch, addr, "127.0.0.1:18204", logs)
 	last := store.LatestVersion()
 
 	db := sch.Open(t, store.Config{})
@@ -82,10 +93,17 @@ func TestStopsOnceTheSchemaNoLongerAllowsIt(t *testing.T) {
 	defer tx.Rollback(ctx) //nolint:errcheck // the pool's Close waits for its connection
 	_, err = tx.Exec(ctx, `LOCK TABLE `+store.VersionTable+` IN ACCESS EXCLUSIVE MODE`)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		return strings.Contains(logs.String(), "checking that the database schema still allows this binary's version failed")
-	}, 10*time.Second, 20*time.Millisecond, "a check failed")
-	time.Sleep(5 * m.SchemaCheckInterval) // more checks fail
+	const failures = 3
+	for n := 0; n < failures; {
+		select {
+		case n = <-failed:
+		case <-run.done:
+			t.Fatalf("lockworker stopped after failed checks (%d in a row): %v", n, run.err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d checks failed in 10 s, want %d", n, failures)
+		}
+	}
+	require.Contains(t, logs.String(), "checking that the database schema still allows this binary's version failed")
 	require.NoError(t, tx.Rollback(ctx))
 	worksAgain := func() bool {
 		return strings.Contains(logs.String(), "checking the database schema's version works again")
