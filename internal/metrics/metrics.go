@@ -45,8 +45,8 @@ type Config struct {
 	// read together. Default: the read runs at once.
 	Hold func(ctx context.Context, read func(context.Context) error) error
 	// Revision and SchemaVersion are lockworker_build_info's labels: the
-	// VCS revision the binary was built from ("unknown" when the build
-	// recorded none) and the schema version its migrations reach
+	// revision the binary was built from (the one stamped at build, else
+	// the VCS revision Go recorded, else "unknown") and the schema version its migrations reach
 	// (store.LatestVersion).
 	Revision      string
 	SchemaVersion int
@@ -179,7 +179,7 @@ func New(cfg Config) *Metrics {
 	}
 	buildInfo := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "build_info",
-		Help:        "Always 1; its labels say which build this process runs: revision, the VCS revision it was built from (unknown when the build recorded none), and schema_version, the schema version its migrations reach (its last migration's number).",
+		Help:        "Always 1; its labels say which build this process runs: revision, the revision it was built from (the one stamped at build, else the VCS revision Go recorded, else unknown), and schema_version, the schema version its migrations reach (its last migration's number).",
 		ConstLabels: prometheus.Labels{"revision": cfg.Revision, "schema_version": strconv.Itoa(cfg.SchemaVersion)},
 	}, func() float64 { return 1 })
 	m.Registry.MustRegister(
