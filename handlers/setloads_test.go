@@ -100,9 +100,10 @@ func TestSettleLocksRowsInKeyOrder(t *testing.T) {
 }
 
 // The loads of several locks look each key up (the rows by locks_pkey,
-// each locked in turn, the holders by lock_holders_pkey), under the
-// generic plan, whatever the statistics of the tables say: a plan that
-// joined the keys to a scan of either table would read every lock.
+// each locked in turn, the holders by lock_holders_pkey), and so do their
+// writes (the leases ended, the rows updated), under the generic plan,
+// whatever the statistics of the tables say: a plan that joined the keys
+// to a scan of either table would read every lock.
 func TestSettleLoadsLookUpEachKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills 3,000 locks, three times")
@@ -137,6 +138,14 @@ func TestSettleLoadsLookUpEachKey(t *testing.T) {
 					perKey(`LockRows`), perKey(`Index Scan using locks_pkey on locks`)}},
 				{"CROSS JOIN LATERAL (SELECT owner_id", []string{`(?s)Nested Loop.*Function Scan on k.*Index Scan using lock_holders_pkey`,
 					perKey(`Index Scan using lock_holders_pkey on lock_holders`)}},
+				// The writes (lockWrites): the leases ended and the rows,
+				// each looked up by its key, then changed by its ctid.
+				{"DELETE FROM lock_holders WHERE ctid", []string{`Tid Scan on lock_holders`,
+					`(?s)Nested Loop.*Function Scan on u.*Index Scan using lock_holders_pkey on lock_holders h`,
+					perKey(`Index Scan using lock_holders_pkey on lock_holders h`)}},
+				{"UPDATE locks l SET status = u.c3", []string{`Tid Scan on locks l`,
+					`(?s)Nested Loop.*Function Scan on u.*Index Scan using locks_pkey on locks k`,
+					perKey(`Index Scan using locks_pkey on locks k`)}},
 			} {
 				pages, plan := conn.Pages(t, p.marker)
 				for _, re := range p.plan {
