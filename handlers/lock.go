@@ -1016,11 +1016,13 @@ func lockRowValues(r *lockRow, l *rules.Lock, partition *int32, leases bool) []a
 
 // lockRowSet is the SET list of a locks row's update, v(n) the nth of
 // lockRowValues (from 3; 1 and 2 are the key), so that the update of one
-// row and that of many (lockRowTypes) set the same.
+// row and that of many (lockRowTypes) set the same. The token's cast keeps
+// it an int8 where v is a bare parameter, which nullif's literal 0 alone
+// would type as an int4, refusing every token past 2^31.
 func lockRowSet(v func(n int) string) string {
 	return `status = ` + v(3) + `, lock_limit = ` + v(4) + `, holder_count = ` + v(5) + `, shared_count = ` + v(6) +
 		`, waiter_count = ` + v(7) + `, acquisition_count = ` + v(8) + `, ended_owner_id = ` + v(9) + `, ended_mode = ` + v(10) +
-		`, ended_fencing_token = nullif(` + v(11) + `, 0), ended_acquired_at = ` + v(12) + `, ended_expires_at = ` + v(13) +
+		`, ended_fencing_token = nullif(` + v(11) + `::int8, 0), ended_acquired_at = ` + v(12) + `, ended_expires_at = ` + v(13) +
 		`, ended_lease_duration = ` + v(14) + `, ended_owner_metadata = ` + v(15) + `, ended_extension_count = ` + v(16) +
 		`, source_partition = coalesce(` + v(17) + `, source_partition), updated_at = CASE WHEN ` + v(18) + ` THEN ` + v(19) +
 		`::timestamptz ELSE updated_at END, revision = ` + v(20) + `, delay_until = ` + v(21)

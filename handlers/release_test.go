@@ -339,3 +339,23 @@ func TestReleaseIgnoresNumbersPastTheirTypeInFieldsItDoesNotUse(t *testing.T) {
 		require.Equal(t, topics.TypeReleased, evs[len(evs)-1].Type, "ahead %v", ahead)
 	}
 }
+
+// Fencing tokens past int4's range end as any other: the locks row's
+// ended_fencing_token is written from an int8 (a statement typing it from
+// its literal 0 as an int4 failed every batch ending such a lease, for
+// good: pgx refuses to encode it, which no retry changes).
+func TestLeaseWithATokenPastInt4Ends(t *testing.T) {
+	h := newHarness(t)
+	_, err := h.st.Pool.Exec(t.Context(), `SELECT setval('fencing_tokens', 2147483647)`)
+	require.NoError(t, err)
+	alice := h.one(h.acquire("a", "alice", lease(30)))
+	require.Equal(t, topics.TypeAcquired, alice.Type)
+	require.Greater(t, alice.LockInfo.FencingToken, int64(1<<31-1))
+	require.Equal(t, topics.TypeQueued, h.one(h.acquire("a", "bob", wait(30))).Type)
+	require.Equal(t, topics.TypeReleased, h.one(h.release("a", "alice")).Type)
+	var ended, holder int64
+	require.NoError(t, h.st.Pool.QueryRow(t.Context(), `SELECT l.ended_fencing_token, h.fencing_token FROM locks l
+		JOIN lock_holders h USING (namespace, lock_name) WHERE l.lock_name = 'a' AND h.owner_id = 'bob'`).Scan(&ended, &holder))
+	require.Equal(t, alice.LockInfo.FencingToken, ended)
+	require.Equal(t, alice.LockInfo.FencingToken+1, holder)
+}
