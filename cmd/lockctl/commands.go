@@ -33,14 +33,12 @@ const ownerHelp = "owner id (default: <requester>-<random>). An owner that holds
 
 // resumeHelp ends run's and elect's --owner help: a run resuming after a
 // killed lockctl is granted at once, while what the killed one's COMMAND
-// started (the parent-death signal reaches COMMAND alone), or COMMAND
-// itself when the kernel cleared that signal (it execs a setuid, setgid or
-// file-capability binary, or changes uid or gid), may run on.
+// started may run on: elsewhere than Linux all of it; on Linux, where the
+// shim SIGKILLs it, what the shim may not signal (shim_linux.go).
 const resumeHelp = ". To resume after a restart, make sure what the earlier COMMAND ran is gone\n" +
 	"first: a lockctl that was killed (SIGKILL, out of memory) stops nothing itself; on Linux\n" +
-	"COMMAND dies with it, not what COMMAND started, nor a COMMAND that execs a setuid, setgid or\n" +
-	"file-capability binary (sudo, ping) or changes uid/gid (gosu, setpriv, dropping root), and no\n" +
-	"lock-delay covers what is left"
+	"COMMAND and all it started are SIGKILLed as it dies, but for what lockctl's user may not\n" +
+	"signal (a setuid binary: sudo); elsewhere they run on; and no lock-delay covers what is left"
 
 // addAcquireFlags adds the flags of acquire and run; lockDelayDefault says
 // what --lock-delay is when not given.

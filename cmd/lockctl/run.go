@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/omninode/lockworker/client"
-	"github.com/omninode/lockworker/internal/childproc"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -99,6 +98,9 @@ func (c *cli) findCommand(name string) error {
 // notRunCode is the exit code of a command that could not be started, as
 // a shell's: 127 not found, 126 found but not run.
 func notRunCode(err error) int {
+	if nr := (notRun{}); errors.As(err, &nr) {
+		return nr.code
+	}
 	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 		return 127
 	}
@@ -440,9 +442,9 @@ var running struct {
 // killRunning sends the command runCommand runs, and what it started,
 // SIGKILL at once, as a stop does once --grace has passed; nothing when
 // no command runs. It is main's on a second SIGINT, lockctl's escape hatch
-// when a stop seems stuck, right before lockctl dies: the parent-death
-// signal (runCommand) would reach the command alone, and what it started
-// would run on beside the next holder.
+// when a stop seems stuck, right before lockctl dies: elsewhere than
+// Linux, where no shim kills them as lockctl dies (runCommand), the
+// command and what it started would run on beside the next holder.
 func killRunning() {
 	running.Lock()
 	defer running.Unlock()
@@ -485,22 +487,20 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	// begins and again after the command has exited, are signalled one by
 	// one.
 	// A lockctl that is killed (SIGKILL, the OOM killer) stops nothing
-	// itself: on Linux the kernel then SIGKILLs the command (its
-	// parent-death signal), so that it does not run on beside the next
-	// holder. That reaches the command alone, not what it started, and the
-	// kernel clears it when the command execs a setuid, setgid or
-	// file-capability binary or changes uid or gid (README says so). cmd.Start runs on no locked OS thread, whose exit would
-	// send the signal early (childproc).
-	childproc.DieWithParent(cmd)
-	if group != nil {
-		if cmd.SysProcAttr == nil {
-			cmd.SysProcAttr = &syscall.SysProcAttr{}
-		}
-		cmd.SysProcAttr.Setpgid = true
-	}
+	// itself: on Linux the command runs under the shim (shim_linux.go),
+	// which then SIGKILLs all the command started, orphans included, so
+	// that none runs on beside the next holder. Elsewhere the command is
+	// lockctl's own child, and runs on. cmd.Start runs on no locked OS
+	// thread, whose exit would send the shim's parent-death signal early
+	// (childproc).
+	sh := viaShim(cmd, group != nil)
+	// The command, once started: below the shim, or cmd.Process. started
+	// is closed once it is set, or the start failed.
+	var command *os.Process
+	started := make(chan struct{})
 	var tree struct {
 		sync.Mutex
-		root  *process         // the command, once seen in /proc
+		root  *process         // the command (the shim, under one), once seen in /proc
 		known map[process]bool // what was found below it so far
 	}
 	// rootOf takes the command's /proc entry while its pid is surely its
@@ -532,13 +532,19 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		return found
 	}
 	stopAll := func(sig syscall.Signal) error {
+		<-started // as Cancel may come while the shim starts the command
+		if command == nil {
+			return nil
+		}
 		if group != nil {
-			return syscall.Kill(-cmd.Process.Pid, sig)
+			return syscall.Kill(-command.Pid, sig)
 		}
 		tree.Lock()
 		defer tree.Unlock()
 		look()
-		err := cmd.Process.Signal(sig) // by its pidfd, which Wait's reap cannot turn into another's pid
+		// By its pidfd, which Wait's reap cannot turn into another's pid.
+		// (The shim, the tree's root under one, lets its signals pass.)
+		err := cmd.Process.Signal(sig)
 		for p := range tree.known {
 			if tree.root == nil || p != *tree.root {
 				p.signal(sig)
@@ -555,12 +561,12 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		if group != nil {
 			// EPERM: members lockctl may not signal (a setuid one), still
 			// there.
-			if syscall.Kill(-cmd.Process.Pid, 0) == syscall.ESRCH {
+			if syscall.Kill(-command.Pid, 0) == syscall.ESRCH {
 				return nil, false
 			}
 			// Zombies alone (their new parent has not reaped them yet)
 			// run nothing.
-			live, ok := groupLive(cmd.Process.Pid)
+			live, ok := groupLive(command.Pid)
 			return live, len(live) > 0 || !ok
 		}
 		tree.Lock()
@@ -605,8 +611,9 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	// Locked from before the start: a killRunning meanwhile waits for the
 	// command's pid.
 	running.Lock()
-	err := cmd.Start()
-	if err == nil {
+	command, err := sh.start(cmd)
+	close(started)
+	if command != nil {
 		running.kill = func() { _ = stopAll(syscall.SIGKILL) }
 		defer func() {
 			running.Lock()
@@ -616,20 +623,21 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	}
 	running.Unlock()
 	if group != nil {
-		var started *os.Process
-		if err == nil {
-			started = cmd.Process
-		}
-		group.start(started)
+		group.start(command)
 	}
-	if err == nil {
+	if command == nil && cmd.Process != nil {
+		_ = cmd.Wait() // the shim, which could not start the command
+	}
+	if command != nil {
 		if group == nil {
 			tree.Lock()
 			rootOf()
 			tree.Unlock()
-		} else if waitExited(cmd.Process.Pid) {
+		}
+		if sh.exited(command) && group != nil {
 			group.exited()
 		}
+		sh.release()
 		err = cmd.Wait()
 		stopped = stopBegan.Load() != nil
 		if group != nil {
@@ -669,20 +677,21 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 				// (a setuid process: EPERM), or it is in an uninterruptible
 				// sleep (an NFS write) that may finish after the release.
 				if pids, some := waitGone(time.Now().Add(killWait)); some {
-					c.survivedKill(pids, cmd.Process.Pid, l)
+					c.survivedKill(pids, command.Pid, l)
 				}
 			}
 		}
 	}
-	if cmd.ProcessState == nil {
+	if command == nil {
 		if runCtx.Err() != nil {
 			return ran{stopped: true, err: err} // notStarted
 		}
 		// It never started (not found, not executable): as a shell says.
 		return ran{code: notRunCode(err), err: err}
 	}
-	r := ran{started: true, code: cmd.ProcessState.ExitCode(), stopped: stopped}
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+	ws := sh.statusOf(cmd.ProcessState)
+	r := ran{started: true, code: ws.ExitStatus(), stopped: stopped}
+	if ws.Signaled() {
 		r.code, r.signaled = 128+int(ws.Signal()), true
 	}
 	if errors.Is(err, exec.ErrWaitDelay) {
