@@ -20,6 +20,7 @@ type shim struct {
 	reportR *os.File
 	ack     *os.File            // closed to let the shim reap the command
 	child   []*os.File          // the shim's ends of the pipes
+	passed  []*os.File          // lockctl's caller's descriptors, passed on to the command (inherited)
 	status  *syscall.WaitStatus // the command's, as the shim reported it
 }
 

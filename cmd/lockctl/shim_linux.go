@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -29,9 +30,11 @@ import (
 // own, as lockctl would) with lockctl's stdin, stdout, stderr and
 // environment, catches the signals that would end it (lockctl's stop, the
 // terminal's and the group's reach COMMAND themselves), and reports to
-// lockctl on fd 3: COMMAND's pid (or "fail CODE" and the start's error),
+// lockctl on a pipe: COMMAND's pid (or "fail CODE" and the start's error),
 // "exited" once COMMAND has exited, unreaped, and COMMAND's wait status
-// once lockctl has closed fd 4, after which it reaps COMMAND and exits.
+// once lockctl has closed another, after which it reaps COMMAND and exits.
+// The pipes come after the descriptors lockctl's caller passed on (a make
+// jobserver's, a 3>file), which reach COMMAND as they would without it.
 
 // shimArg, lockctl's first argument, runs the shim.
 const shimArg = "lockctl-shim"
@@ -69,27 +72,59 @@ func viaShim(cmd *exec.Cmd, ownGroup bool) *shim {
 		return s
 	}
 	s.report = bufio.NewReader(s.reportR)
-	cmd.ExtraFiles = s.child // fds 3 and 4
-	cmd.Args = append([]string{os.Args[0], shimArg, strconv.Itoa(os.Getpid()), strconv.FormatBool(ownGroup), cmd.Path}, cmd.Args...)
+	s.passed = inherited()
+	pipes := 3 + len(s.passed)
+	cmd.ExtraFiles = append(s.passed, s.child...)
+	cmd.Args = append([]string{os.Args[0], shimArg, strconv.Itoa(os.Getpid()), strconv.FormatBool(ownGroup), strconv.Itoa(pipes), cmd.Path},
+		cmd.Args...)
 	cmd.Path = "/proc/self/exe"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	return s
 }
 
-// runShim is the shim: args are lockctl's pid, whether the command gets a
-// process group of its own, the command's path and its argv.
-func runShim(args []string) int {
-	parent := -1
-	if len(args) >= 4 {
-		parent, _ = strconv.Atoi(args[0])
+// inherited is lockctl's descriptors from 3 on that a command it started
+// would inherit (not close-on-exec: its caller's), each at its own index
+// less 3, the gaps nil, as exec.Cmd's ExtraFiles places them.
+func inherited() []*os.File {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil
 	}
-	if parent <= 0 {
+	var fds []int
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < 3 {
+			continue
+		}
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+			fds = append(fds, fd)
+		}
+	}
+	slices.Sort(fds)
+	var files []*os.File
+	for _, fd := range fds {
+		files = append(files, make([]*os.File, fd-3-len(files))...)
+		files = append(files, os.NewFile(uintptr(fd), "inherited"))
+	}
+	return files
+}
+
+// runShim is the shim: args are lockctl's pid, whether the command gets a
+// process group of its own, the descriptor of the report pipe (the ack
+// pipe's the next), the command's path and its argv.
+func runShim(args []string) int {
+	parent, pipes := -1, -1
+	if len(args) >= 5 {
+		parent, _ = strconv.Atoi(args[0])
+		pipes, _ = strconv.Atoi(args[2])
+	}
+	if parent <= 0 || pipes < 3 {
 		fmt.Fprintf(os.Stderr, "lockctl: %s is lockctl's own, not a command\n", shimArg)
 		return exitUsage
 	}
-	report, ack := os.NewFile(3, "report"), os.NewFile(4, "ack")
-	syscall.CloseOnExec(3)
-	syscall.CloseOnExec(4)
+	report, ack := os.NewFile(uintptr(pipes), "report"), os.NewFile(uintptr(pipes+1), "ack")
+	syscall.CloseOnExec(pipes)
+	syscall.CloseOnExec(pipes + 1)
 	// Caught, not ignored: the command starts with their default action.
 	// A SIGHUP or SIGINT ignored at start stays so, for the command too.
 	sigs := []os.Signal{syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGABRT, syscall.SIGTRAP, syscall.SIGILL, syscall.SIGSYS, syscall.SIGSTKFLT}
@@ -119,7 +154,7 @@ func runShim(args []string) int {
 	if os.Getppid() != parent {
 		return 1 // lockctl died before the signal was caught
 	}
-	cmd := &exec.Cmd{Path: args[2], Args: args[3:], Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	cmd := &exec.Cmd{Path: args[3], Args: args[4:], Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 	// Dies with the shim, should that be SIGKILLed.
 	childproc.DieWithParent(cmd)
 	cmd.SysProcAttr.Setpgid = args[1] == "true"

@@ -94,3 +94,29 @@ func TestRunCommandThatFailsToStart(t *testing.T) {
 	r = lockctl(t, "query", "--lock", lock)
 	assert.Contains(t, r.stdout, lock+" released")
 }
+
+// The descriptors lockctl's caller passes on past stderr (a make
+// jobserver's, a 3>file) reach the command as they would without the shim,
+// whose own pipes come after them.
+func TestRunPassesDescriptorsOn(t *testing.T) {
+	bin := buildLockctl(t)
+	dir := t.TempDir()
+	var files []*os.File
+	for _, name := range []string{"three", "four"} {
+		f, err := os.Create(filepath.Join(dir, name))
+		require.NoError(t, err)
+		defer f.Close()
+		files = append(files, f)
+	}
+	var stderr testlog.Buffer
+	run := exec.Command(bin, "run", "--brokers", env.Brokers[0], "--lock", "ctl-run-fds", "--",
+		"sh", "-c", `echo three >&3 && echo four >&4`)
+	run.Stderr = &stderr
+	run.ExtraFiles = files // fds 3 and 4
+	require.NoError(t, run.Run(), stderr.String())
+	for _, name := range []string{"three", "four"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		require.NoError(t, err)
+		assert.Equal(t, name+"\n", string(b))
+	}
+}
