@@ -690,6 +690,12 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		return ran{code: notRunCode(err), err: err}
 	}
 	ws := sh.statusOf(cmd.ProcessState)
+	if sh.unreported() && !stopped {
+		// Killed from outside (kill -9, the OOM killer): the command died
+		// with it, what it had moved out of its reach did not.
+		fmt.Fprintf(c.stderr, "lockctl: lockctl's shim was killed before %s's end was reported, which is taken for a SIGKILL; "+
+			"what %s started outside its process group may run on\n", args[0], args[0])
+	}
 	r := ran{started: true, code: ws.ExitStatus(), stopped: stopped}
 	if ws.Signaled() {
 		r.code, r.signaled = 128+int(ws.Signal()), true

@@ -110,6 +110,9 @@ func (s *shim) statusOf(state *os.ProcessState) syscall.WaitStatus {
 	return ws
 }
 
+// unreported says the shim ended without reporting the command's status.
+func (s *shim) unreported() bool { return s != nil && s.status == nil }
+
 func (s *shim) close() {
 	if s == nil {
 		return

@@ -120,3 +120,24 @@ func TestRunPassesDescriptorsOn(t *testing.T) {
 		assert.Equal(t, name+"\n", string(b))
 	}
 }
+
+// A shim killed from outside (kill -9, the OOM killer) takes its command
+// with it, and lockctl says so rather than take it for the command's own
+// SIGKILL without a word.
+func TestRunSaysTheShimWasKilled(t *testing.T) {
+	bin := buildLockctl(t)
+	shimPid := filepath.Join(t.TempDir(), "shim")
+	var stderr testlog.Buffer
+	run := exec.Command(bin, "run", "--brokers", env.Brokers[0], "--lock", "ctl-run-shim-killed", "--",
+		"sh", "-c", `echo $PPID > "$1"; exec sleep 1000`, "sh", shimPid)
+	run.Stderr = &stderr
+	run.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // no controlling terminal
+	require.NoError(t, run.Start())
+	defer func() { _ = run.Process.Kill() }()
+	require.NoError(t, syscall.Kill(readPid(t, "shim", shimPid), syscall.SIGKILL))
+	err := run.Wait()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, stderr.String())
+	assert.Equal(t, 137, exit.ExitCode(), stderr.String())
+	assert.Contains(t, stderr.String(), "lockctl: lockctl's shim was killed before sh's end was reported")
+}
