@@ -412,7 +412,8 @@ func (a *applier) settleLocks(ctx context.Context, keys []lockKey, sessions map[
 // deletes of the leases they end in one statement ahead of them all
 // (ended), and the updates of their rows in one statement after them all
 // (rows), rather than a statement per lock for each (a session's end of
-// 10,000 leases spent about 500 ms on those). Neither moves a write past
+// 10,000 leases, one lock each: 0.83 to 0.89 times the time,
+// BenchmarkSessionEnd). Neither moves a write past
 // another of the same rows: the leases ended are holder rows their locks
 // had when loaded, which nothing earlier in the batch wrote (deleteHolder
 // keeps a delete in its place after a holder row of its lock was written),

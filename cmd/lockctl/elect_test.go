@@ -129,8 +129,8 @@ func TestInterruptedWhileConnecting(t *testing.T) {
 	}
 }
 
-// A leader process SIGKILLed: its command dies with it (the parent-death
-// signal), and the next candidate leads once the lease has run out and its
+// A leader process SIGKILLed: its command dies with it (the shim SIGKILLs
+// it, shim_linux.go), and the next candidate leads once the lease has run out and its
 // lock-delay (--grace plus the reply timeout by default) has passed.
 func TestElectLeaderKilled(t *testing.T) {
 	const name = "ctl-elect-killed"

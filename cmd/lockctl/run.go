@@ -543,7 +543,9 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		defer tree.Unlock()
 		look()
 		// By its pidfd, which Wait's reap cannot turn into another's pid.
-		// (The shim, the tree's root under one, lets its signals pass.)
+		// (Under a shim that is the shim, which catches it and lives on,
+		// bar SIGKILL: the command and what it started get it below,
+		// from tree.known.)
 		err := cmd.Process.Signal(sig)
 		for p := range tree.known {
 			if tree.root == nil || p != *tree.root {
@@ -693,8 +695,12 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	if sh.unreported() && !stopped {
 		// Killed from outside (kill -9, the OOM killer): the command died
 		// with it, what it had moved out of its reach did not.
-		fmt.Fprintf(c.stderr, "lockctl: lockctl's shim was killed before %s's end was reported, which is taken for a SIGKILL; "+
-			"what %s started outside its process group may run on\n", args[0], args[0])
+		what := "what " + args[0] + " started outside its process group may run on"
+		if group == nil { // on a terminal nothing a command leaves is stopped
+			what = "what " + args[0] + " started may run on"
+		}
+		fmt.Fprintf(c.stderr, "lockctl: lockctl's shim was killed before %s's end was reported, which is taken for a SIGKILL; %s\n",
+			args[0], what)
 	}
 	r := ran{started: true, code: ws.ExitStatus(), stopped: stopped}
 	if ws.Signaled() {

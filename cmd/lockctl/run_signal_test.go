@@ -16,9 +16,9 @@ import (
 
 // A second Ctrl-C, the escape hatch while a stop takes its --grace, ends
 // lockctl at once, leaving the lock to its lease, but SIGKILLs what the
-// command started first: the parent-death signal reaches the command
-// alone, and a grandchild ignoring SIGTERM would run on beside the next
-// holder.
+// command started first: elsewhere than Linux nothing else stops them (on
+// Linux the shim would, as lockctl dies), and a grandchild ignoring SIGTERM
+// would run on beside the next holder.
 func TestRunSecondInterruptKillsTheCommand(t *testing.T) {
 	const lock, owner = "ctl-run-int-twice", "int-twice"
 	handleSignals(t, os.Interrupt)

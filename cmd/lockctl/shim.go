@@ -20,7 +20,7 @@ type shim struct {
 	reportR *os.File
 	ack     *os.File            // closed to let the shim reap the command
 	child   []*os.File          // the shim's ends of the pipes
-	passed  []*os.File          // lockctl's caller's descriptors, passed on to the command (inherited)
+	passed  []*os.File          // duplicates of lockctl's caller's descriptors, passed on to the command (inherited)
 	status  *syscall.WaitStatus // the command's, as the shim reported it
 }
 
@@ -53,10 +53,12 @@ func (s *shim) start(cmd *exec.Cmd) (*os.Process, error) {
 		s.close()
 		return cmd.Process, err
 	}
-	for _, f := range s.child {
-		_ = f.Close()
+	for _, f := range append(s.child, s.passed...) {
+		if f != nil {
+			_ = f.Close()
+		}
 	}
-	s.child = nil
+	s.child, s.passed = nil, nil
 	line, err := s.report.ReadString('\n')
 	if pid, perr := strconv.Atoi(strings.TrimSuffix(line, "\n")); err == nil && perr == nil {
 		// By a pidfd, though its pid stays the command's until the shim
@@ -117,7 +119,7 @@ func (s *shim) close() {
 	if s == nil {
 		return
 	}
-	for _, f := range append(s.child, s.reportR, s.ack) {
+	for _, f := range append(append(s.child, s.passed...), s.reportR, s.ack) {
 		if f != nil {
 			_ = f.Close()
 		}

@@ -103,8 +103,14 @@ func inherited() []*os.File {
 	slices.Sort(fds)
 	var files []*os.File
 	for _, fd := range fds {
+		// A duplicate, which exec places at fd: an *os.File closes its
+		// descriptor once collected, and the caller's stays untouched.
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
 		files = append(files, make([]*os.File, fd-3-len(files))...)
-		files = append(files, os.NewFile(uintptr(fd), "inherited"))
+		files = append(files, os.NewFile(uintptr(dup), "inherited"))
 	}
 	return files
 }
@@ -175,13 +181,19 @@ func runShim(args []string) int {
 	}
 	fmt.Fprint(report, "exited\n")
 	_, _ = io.Copy(io.Discard, ack)
+	mu.Lock() // not while a kill runs
+	if os.Getppid() != parent {
+		// lockctl died: the ack's end may come before its parent-death
+		// signal is handled, and what the command left below goes too.
+		killDescendants()
+		return 1
+	}
 	var ws syscall.WaitStatus
 	for {
 		if _, err := syscall.Wait4(cmd.Process.Pid, &ws, 0, nil); err != syscall.EINTR {
 			break
 		}
 	}
-	mu.Lock() // not while a kill runs
 	fmt.Fprintf(report, "%d\n", uint32(ws))
 	return 0
 }

@@ -46,8 +46,8 @@ type Config struct {
 	Hold func(ctx context.Context, read func(context.Context) error) error
 	// Revision and SchemaVersion are lockworker_build_info's labels: the
 	// revision the binary was built from (the one stamped at build, else
-	// the VCS revision Go recorded, else "unknown") and the schema version its migrations reach
-	// (store.LatestVersion).
+	// the VCS revision Go recorded, else "unknown") and the schema version
+	// its migrations reach (store.LatestVersion).
 	Revision      string
 	SchemaVersion int
 }
