@@ -3,15 +3,11 @@ package handlers_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/internal/procstat"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -63,14 +59,8 @@ func BenchmarkSessionEnd(b *testing.B) {
 				if end == "close" {
 					applyAsWorker(b, st, env, []topics.Command{{Operation: topics.OpSessionClose, RequestID: id + "-close", OwnerID: "holder",
 						SessionID: id, ReplyTo: "locks.replies.bench"}}, &expected, 7)
-				} else if err := st.InTx(ctx, func(tx pgx.Tx) error {
-					batch := handlers.NewBatch(tx, env)
-					if _, _, err := batch.ExpireDue(ctx); err != nil {
-						return err
-					}
-					return batch.Flush(ctx)
-				}); err != nil {
-					b.Fatal(err)
+				} else {
+					expireDue(b, st, env)
 				}
 				b.StopTimer()
 				cpu += backendCPU(pid) - before
@@ -92,12 +82,9 @@ func BenchmarkSessionEnd(b *testing.B) {
 // backendCPU is the CPU time (user and system) of the local PostgreSQL
 // backend pid so far, 0 when /proc does not show it.
 func backendCPU(pid int) time.Duration {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s, err := procstat.Read(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
-	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
-	utime, _ := strconv.Atoi(f[11])
-	stime, _ := strconv.Atoi(f[12])
-	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ 100
+	return s.Own
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/omninode/lockworker/internal/chaos"
 	"github.com/omninode/lockworker/internal/connstr"
+	"github.com/omninode/lockworker/internal/procstat"
 	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
 )
@@ -367,9 +368,9 @@ func procState(t *testing.T, pidFile string) byte {
 	t.Helper()
 	pid, err := os.ReadFile(pidFile)
 	require.NoError(t, err)
-	st, err := readStat("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
+	st, err := procstat.Read("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
 	require.NoError(t, err)
-	return st.state
+	return st.State
 }
 
 // requireRuns checks that the replica writing file runs: its file grows.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/omninode/lockworker/internal/procstat"
 )
 
 func kfakeCluster() (*kfake.Cluster, error) {
@@ -54,8 +55,8 @@ func (p pidProc) describe() string {
 }
 
 func (p pidProc) cpu() (time.Duration, error) {
-	s, err := readStat(fmt.Sprintf("/proc/%d/stat", p.pid))
-	return s.own, err
+	s, err := procstat.Read(fmt.Sprintf("/proc/%d/stat", p.pid))
+	return s.Own, err
 }
 
 func (p pidProc) peakRSS() (int64, error) { return vmHWM(fmt.Sprintf("/proc/%d/status", p.pid)) }
@@ -75,48 +76,6 @@ func vmHWM(path string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmHWM in %s", path)
-}
-
-// clockTick is USER_HZ, 100 on every Linux lockbench runs on. It divides
-// a second evenly, so a tick is exactly time.Second / clockTick.
-const clockTick = 100
-
-// procStat is what lockbench reads of /proc/<pid>/stat.
-type procStat struct {
-	comm  string
-	state byte // R running, S sleeping, T stopped, ...
-	ppid  int
-	// utime+stime, and cutime+cstime: the CPU of the children it has
-	// waited for.
-	own, children time.Duration
-}
-
-func readStat(path string) (procStat, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return procStat{}, err
-	}
-	// The command name may hold spaces and parentheses: it runs from the
-	// first '(' to the last ')'.
-	i, j := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if i < 0 || j < i {
-		return procStat{}, fmt.Errorf("unexpected %s", path)
-	}
-	// f[0] is field 3, the state; the last read is f[14], cstime.
-	f := strings.Fields(string(b[j+1:]))
-	if len(f) < 15 {
-		return procStat{}, fmt.Errorf("unexpected %s", path)
-	}
-	var n [5]int64
-	for k, x := range []int{1, 11, 12, 13, 14} { // ppid utime stime cutime cstime
-		if n[k], err = strconv.ParseInt(f[x], 10, 64); err != nil {
-			return procStat{}, fmt.Errorf("unexpected %s", path)
-		}
-	}
-	// Ticks times a tick: ticks times a second would overflow above 9.2e9
-	// ticks (three years of CPU).
-	tick := func(t int64) time.Duration { return time.Duration(t) * (time.Second / clockTick) }
-	return procStat{comm: string(b[i+1 : j]), state: f[0][0], ppid: int(n[0]), own: tick(n[1] + n[2]), children: tick(n[3] + n[4])}, nil
 }
 
 // postmaster is a PostgreSQL server's process tree: its postmaster and the
@@ -192,25 +151,25 @@ func findPostmaster(ctx context.Context, pool *pgxpool.Pool) (*postmaster, error
 // The errors leave the pids out: they go into the report's notes, once
 // however many targets a run starts.
 func postmasterOf(proc string, backend int, background []int) (*postmaster, error) {
-	s, err := readStat(fmt.Sprintf("%s/%d/stat", proc, backend))
-	if err != nil || s.comm != "postgres" {
+	s, err := procstat.Read(fmt.Sprintf("%s/%d/stat", proc, backend))
+	if err != nil || s.Comm != "postgres" {
 		return nil, fmt.Errorf("lockbench's backend is not a postgres process in %s (PostgreSQL on another machine, or in a container?)", proc)
 	}
-	p, err := readStat(fmt.Sprintf("%s/%d/stat", proc, s.ppid))
-	if err != nil || p.comm != "postgres" {
+	p, err := procstat.Read(fmt.Sprintf("%s/%d/stat", proc, s.PPID))
+	if err != nil || p.Comm != "postgres" {
 		return nil, fmt.Errorf("the parent of lockbench's backend in %s is not a postgres process", proc)
 	}
 	if len(background) == 0 {
 		return nil, errors.New("pg_stat_activity lists none of the server's background processes (checkpointer, background writer, walwriter)")
 	}
 	for _, pid := range background {
-		c, err := readStat(fmt.Sprintf("%s/%d/stat", proc, pid))
-		if err != nil || c.comm != "postgres" || c.ppid != s.ppid {
+		c, err := procstat.Read(fmt.Sprintf("%s/%d/stat", proc, pid))
+		if err != nil || c.Comm != "postgres" || c.PPID != s.PPID {
 			return nil, fmt.Errorf("the server's background processes (pg_stat_activity) are not postgres children of the parent of lockbench's backend in %s: "+
 				"that parent is another server's (PostgreSQL on another machine, or in a container?)", proc)
 		}
 	}
-	return &postmaster{proc: proc, pid: s.ppid}, nil
+	return &postmaster{proc: proc, pid: s.PPID}, nil
 }
 
 // without is p leaving out its child pid, a backend of lockbench's own
@@ -229,7 +188,7 @@ func (p *postmaster) without(pid int) *postmaster {
 // the server counts: once reaped, their backends cannot be told apart.
 func (p *postmaster) cpu() (time.Duration, error) {
 	path := fmt.Sprintf("%s/%d/stat", p.proc, p.pid)
-	pm, err := readStat(path)
+	pm, err := procstat.Read(path)
 	if err != nil {
 		return 0, err
 	}
@@ -249,20 +208,20 @@ func (p *postmaster) cpu() (time.Duration, error) {
 			if d == skip {
 				continue
 			}
-			if s, err := readStat(d + "/stat"); err == nil && s.ppid == p.pid {
-				live += s.own + s.children
+			if s, err := procstat.Read(d + "/stat"); err == nil && s.PPID == p.pid {
+				live += s.Own + s.Children
 			}
 		}
 		if p.afterScan != nil {
 			p.afterScan()
 		}
-		if pm, err = readStat(path); err != nil {
+		if pm, err = procstat.Read(path); err != nil {
 			return 0, err
 		}
-		if t := pm.own + pm.children + live; total < 0 || t < total {
+		if t := pm.Own + pm.Children + live; total < 0 || t < total {
 			total = t
 		}
-		if pm.children == before.children {
+		if pm.Children == before.Children {
 			break
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/internal/procstat"
 	"github.com/omninode/lockworker/internal/testdb"
 )
 
@@ -62,7 +63,7 @@ func TestPostmasterCPU(t *testing.T) {
 	p.set(t, 200, "postgres", 1, 1000, 1000, 9000, 9000)
 	p.set(t, 201, "postgres", 200, 7000, 7000, 0, 0) // another cluster's backend
 	p.set(t, 300, "my (odd) proc", 101, 999, 999, 0, 0)
-	tick := time.Second / clockTick
+	tick := time.Second / procstat.ClockTick
 
 	pm, err := postmasterOf(string(p), 101, bg)
 	require.NoError(t, err)
@@ -165,10 +166,10 @@ func TestPostmasterOfNoteHasNoPid(t *testing.T) {
 func TestReadStatOddName(t *testing.T) {
 	p := fakeProc(t.TempDir())
 	p.set(t, 300, "my (odd) proc", 7, 12, 3, 4, 5)
-	s, err := readStat(filepath.Join(string(p), "300", "stat"))
+	s, err := procstat.Read(filepath.Join(string(p), "300", "stat"))
 	require.NoError(t, err)
-	tick := time.Second / clockTick
-	require.Equal(t, procStat{comm: "my (odd) proc", state: 'S', ppid: 7, own: 15 * tick, children: 9 * tick}, s)
+	tick := time.Second / procstat.ClockTick
+	require.Equal(t, procstat.Stat{Comm: "my (odd) proc", State: 'S', PPID: 7, Own: 15 * tick, Children: 9 * tick}, s)
 }
 
 // TestReadStatTruncated: a stat line that ends before cstime is an error,
@@ -183,7 +184,7 @@ func TestReadStatTruncated(t *testing.T) {
 		{"300 (postgres) S 1 300 300 0 -1 4194560 10 0 0 0 50 20 0 0", true}, // and cstime
 	} {
 		require.NoError(t, os.WriteFile(path, []byte(c.line+"\n"), 0o644))
-		_, err := readStat(path)
+		_, err := procstat.Read(path)
 		if c.ok {
 			require.NoError(t, err, c.line)
 		} else {
@@ -203,7 +204,7 @@ func TestPostmasterCPUReapedDuringScan(t *testing.T) {
 	for i, c := range cpus {
 		p.set(t, 101+i, "postgres", 100, c, 0, 0, 0)
 	}
-	tick := time.Second / clockTick
+	tick := time.Second / procstat.ClockTick
 	truth := (50 + 20 + 10 + 30 + 20 + 40 + 50 + 60) * tick
 
 	pm, err := postmasterOf(string(p), 101, []int{104, 105, 106}) // as if the background processes
@@ -238,9 +239,9 @@ func TestPostmasterCPUReapedDuringScan(t *testing.T) {
 func TestReadStatManyTicks(t *testing.T) {
 	p := fakeProc(t.TempDir())
 	p.set(t, 300, "postgres", 1, 10_000_000_000, 0, 0, 0)
-	s, err := readStat(filepath.Join(string(p), "300", "stat"))
+	s, err := procstat.Read(filepath.Join(string(p), "300", "stat"))
 	require.NoError(t, err)
-	require.Equal(t, 100_000_000*time.Second, s.own)
+	require.Equal(t, 100_000_000*time.Second, s.Own)
 }
 
 // TestCPUReadingFailed: a figure whose reading failed at either end of a
@@ -306,8 +307,8 @@ type fakeWorker struct {
 
 func (w fakeWorker) describe() string { return "fake" }
 func (w fakeWorker) cpu() (time.Duration, error) {
-	s, err := readStat(filepath.Join(string(w.p), fmt.Sprint(w.pid), "stat"))
-	return s.own, err
+	s, err := procstat.Read(filepath.Join(string(w.p), fmt.Sprint(w.pid), "stat"))
+	return s.Own, err
 }
 func (w fakeWorker) peakRSS() (int64, error) { return 0, nil }
 
@@ -328,7 +329,7 @@ func TestFindPostmasterLive(t *testing.T) {
 	require.NotEmpty(t, all)
 	// Only a server elsewhere (another machine, a container) is a reason
 	// to skip; any other failure to find it here is one.
-	if s, err := readStat(fmt.Sprintf("/proc/%d/stat", backend)); err != nil || s.comm != "postgres" {
+	if s, err := procstat.Read(fmt.Sprintf("/proc/%d/stat", backend)); err != nil || s.Comm != "postgres" {
 		testdb.SkipMissing(t, "the test database's server is not on this machine (its backend %d is not a postgres process here): "+
 			"run PostgreSQL on the machine that runs the tests", backend)
 	}
@@ -369,7 +370,7 @@ func TestPostmasterCPUWithout(t *testing.T) {
 	p := fakeProc(t.TempDir())
 	bg := p.server(t, 100)                       // backend 104: 400 ticks
 	p.set(t, 105, "postgres", 100, 70, 30, 0, 0) // the sampler's backend
-	tick := time.Second / clockTick
+	tick := time.Second / procstat.ClockTick
 	pm, err := postmasterOf(string(p), 104, bg)
 	require.NoError(t, err)
 	all, err := pm.cpu()
