@@ -169,19 +169,19 @@ func TestReadStatOddName(t *testing.T) {
 	s, err := procstat.Read(filepath.Join(string(p), "300", "stat"))
 	require.NoError(t, err)
 	tick := time.Second / procstat.ClockTick
-	require.Equal(t, procstat.Stat{Comm: "my (odd) proc", State: 'S', PPID: 7, Own: 15 * tick, Children: 9 * tick}, s)
+	require.Equal(t, procstat.Stat{Comm: "my (odd) proc", State: 'S', PPID: 7, TPGID: -1, Own: 15 * tick, Children: 9 * tick, Start: 12345}, s)
 }
 
-// TestReadStatTruncated: a stat line that ends before cstime is an error,
-// not a panic.
+// TestReadStatTruncated: a stat line that ends before starttime is an
+// error, not a panic.
 func TestReadStatTruncated(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "stat")
 	for _, c := range []struct {
 		line string
 		ok   bool
 	}{
-		{"300 (postgres) S 1 300 300 0 -1 4194560 10 0 0 0 50 20 0", false},  // up to cutime
-		{"300 (postgres) S 1 300 300 0 -1 4194560 10 0 0 0 50 20 0 0", true}, // and cstime
+		{"300 (postgres) S 1 300 300 0 -1 4194560 10 0 0 0 50 20 0 0 20 0 1 0", false},     // up to itrealvalue
+		{"300 (postgres) S 1 300 300 0 -1 4194560 10 0 0 0 50 20 0 0 20 0 1 0 4711", true}, // and starttime
 	} {
 		require.NoError(t, os.WriteFile(path, []byte(c.line+"\n"), 0o644))
 		_, err := procstat.Read(path)

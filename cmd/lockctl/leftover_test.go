@@ -72,8 +72,8 @@ func TestRunOnATerminalAdoptsNoOrphans(t *testing.T) {
 	defer func() { _ = shell.Process.Kill(); _ = shell.Wait() }()
 	orphan, lockctlPid := readPid(t, "the orphan", orphanFile), readPid(t, "the command", lockctlFile)
 	eventually(t, "the orphan to exit", func() bool { return gone(orphan) })
-	st := statFields(orphan) // nil once reaped
-	assert.True(t, st == nil || st[1] != strconv.Itoa(lockctlPid), "the orphan is lockctl's zombie while the command runs")
+	st, ok := stat(orphan) // gone once reaped
+	assert.True(t, !ok || st.PPID != lockctlPid, "the orphan is lockctl's zombie while the command runs")
 
 	require.NoError(t, os.WriteFile(done, nil, 0o600))
 	eventually(t, "lockctl to exit", func() bool { return strings.Contains(stderr.String(), "lockctl exited") })

@@ -598,21 +598,17 @@ func readPid(t *testing.T, what, file string) int {
 
 // gone reports whether the process is gone, or a zombie nobody reaped yet.
 func gone(pid int) bool {
-	st := statFields(pid)
-	return st == nil || st[0] == "Z"
+	st, ok := stat(pid)
+	return !ok || st.State == 'Z'
 }
 
 // procGroups returns the process group of the process and the foreground
 // group of its terminal.
 func procGroups(t *testing.T, pid int) (pgrp, foreground int) {
 	t.Helper()
-	st := statFields(pid)
-	require.NotNil(t, st, "process %d is gone", pid)
-	pgrp, err := strconv.Atoi(st[2])
-	require.NoError(t, err)
-	foreground, err = strconv.Atoi(st[5])
-	require.NoError(t, err)
-	return pgrp, foreground
+	st, ok := stat(pid)
+	require.True(t, ok, "process %d is gone", pid)
+	return st.PGRP, st.TPGID
 }
 
 // A command that ignores SIGTERM is killed after the grace period; an

@@ -3,42 +3,22 @@ package main
 import (
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
+
+	"github.com/omninode/lockworker/internal/procstat"
 )
 
 // process is a process by pid and start time, so that a pid the kernel has
 // given to another process since is not taken for it.
 type process struct {
 	pid   int
-	start string
+	start uint64
 }
 
-// statFields is the fields of /proc/PID/stat (Linux) after the command
-// name, from the state (field 3) on; nil where they cannot be read.
-func statFields(pid int) []string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return nil
-	}
-	// The command name, in parentheses, may hold anything: the fields
-	// follow its last ")".
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return nil
-	}
-	return strings.Fields(string(b[i+1:]))
-}
-
-// procStat reads a process's parent and start time from /proc/PID/stat
-// (Linux); ok is false where it cannot.
-func procStat(pid int) (ppid int, start string, ok bool) {
-	f := statFields(pid)
-	if len(f) < 20 {
-		return 0, "", false
-	}
-	ppid, err := strconv.Atoi(f[1])
-	return ppid, f[19], err == nil
+// stat reads /proc/PID/stat (Linux); ok is false where it cannot.
+func stat(pid int) (st procstat.Stat, ok bool) {
+	st, err := procstat.Read("/proc/" + strconv.Itoa(pid) + "/stat")
+	return st, err == nil
 }
 
 // procEntry is a process as /proc shows it.
@@ -65,14 +45,8 @@ func procs() []procEntry {
 		if err != nil {
 			continue
 		}
-		f := statFields(pid)
-		if len(f) < 20 || f[0] == "Z" {
-			continue
-		}
-		ppid, err1 := strconv.Atoi(f[1])
-		pgrp, err2 := strconv.Atoi(f[2])
-		if err1 == nil && err2 == nil {
-			all = append(all, procEntry{process{pid, f[19]}, ppid, pgrp})
+		if st, ok := stat(pid); ok && st.State != 'Z' {
+			all = append(all, procEntry{process{pid, st.Start}, st.PPID, st.PGRP})
 		}
 	}
 	return all
@@ -141,7 +115,7 @@ func reapOrphans() {
 
 // signal sends sig to p unless it is gone (or its pid is another's now).
 func (p process) signal(sig syscall.Signal) {
-	if _, start, ok := procStat(p.pid); ok && start == p.start {
+	if st, ok := stat(p.pid); ok && st.Start == p.start {
 		_ = syscall.Kill(p.pid, sig)
 	}
 }

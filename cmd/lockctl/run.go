@@ -509,8 +509,8 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		if tree.root != nil {
 			return
 		}
-		if _, start, ok := procStat(cmd.Process.Pid); ok && !errors.Is(cmd.Process.Signal(syscall.Signal(0)), os.ErrProcessDone) {
-			tree.root = &process{cmd.Process.Pid, start}
+		if st, ok := stat(cmd.Process.Pid); ok && !errors.Is(cmd.Process.Signal(syscall.Signal(0)), os.ErrProcessDone) {
+			tree.root = &process{cmd.Process.Pid, st.Start}
 		}
 	}
 	// look finds what is below the command now, and below what was found

@@ -224,14 +224,14 @@ func exitedChild() (int, error) {
 // subreaper), for at most killWait.
 func killDescendants() {
 	self := os.Getpid()
-	_, start, ok := procStat(self)
+	st, ok := stat(self)
 	if !ok {
 		return // the command dies with the shim all the same
 	}
 	deadline := time.Now().Add(killWait)
 	for {
 		left := false
-		for _, p := range below([]process{{self, start}}) {
+		for _, p := range below([]process{{self, st.Start}}) {
 			if p.pid != self {
 				p.signal(syscall.SIGKILL)
 				left = true

@@ -50,12 +50,15 @@ wait`
 			}
 		}
 	}()
-	command := statFields(pids["command"])
-	require.NotNil(t, command, "the command is gone")
+	command, ok := stat(pids["command"])
+	require.True(t, ok, "the command is gone")
+	// Its pid is written as the fork starts; setsid runs after.
 	for _, name := range []string{"setsid", "daemon"} {
-		st := statFields(pids[name])
-		require.NotNil(t, st, "the %s sleep is gone", name)
-		require.NotEqual(t, command[3], st[3], "the %s sleep has a session of its own", name)
+		eventually(t, "the "+name+" sleep to have a session of its own", func() bool {
+			st, ok := stat(pids[name])
+			require.True(t, ok, "the %s sleep is gone", name)
+			return st.Session != command.Session
+		})
 	}
 
 	require.NoError(t, run.Process.Kill())
