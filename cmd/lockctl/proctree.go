@@ -113,9 +113,11 @@ func reapOrphans() {
 	}
 }
 
-// signal sends sig to p unless it is gone (or its pid is another's now).
-func (p process) signal(sig syscall.Signal) {
-	if st, ok := stat(p.pid); ok && st.Start == p.start {
+// signal sends sig to p unless it is gone (or its pid is another's now),
+// or a member of process group pgid (not 0), which a kill of the group
+// reached: a second SIGTERM would run a trap again.
+func (p process) signal(sig syscall.Signal, pgid int) {
+	if st, ok := stat(p.pid); ok && st.Start == p.start && (pgid == 0 || st.PGRP != pgid) {
 		_ = syscall.Kill(p.pid, sig)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -457,7 +458,8 @@ func killRunning() {
 // ends (a signal to lockctl): then it sends the command and what it started
 // SIGTERM and, once grace has passed since, SIGKILL to whatever of them is
 // left (at once when grace is 0), also when the command itself exited
-// first. What a command that exited by itself left in its process group
+// first: its process group (group not nil), and what runs below it in
+// /proc. What a command that exited by itself left in its process group
 // (group not nil) is stopped so too, and said on stderr, before it returns:
 // the lock is released only after. env is added to the command's
 // environment. group is nil when lockctl has a controlling terminal
@@ -480,12 +482,17 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	cmd.Env = append(cmd.Env, env...)
 	// Stopping the command stops everything it started (a shell script's
 	// children too). Without a controlling terminal (cron, systemd, CI) the
-	// command gets a process group of its own, signalled whole. With one it
-	// stays in lockctl's group, the shell's job, so that job control works
-	// as for any command (it reads the terminal, Ctrl-Z stops both): there
-	// the command and what runs below it, found in /proc when the stop
-	// begins and again after the command has exited, are signalled one by
-	// one.
+	// command gets a process group of its own, signalled whole; what left
+	// it (setsid, setpgid) is signalled one by one, as found in /proc below
+	// the command, or below its shim, which keeps what the command's
+	// processes orphan below it while it lives. With a terminal the
+	// command stays in lockctl's group, the shell's job, so that job
+	// control works as for any command (it reads the terminal, Ctrl-Z
+	// stops both): there the command and all that runs below it are
+	// signalled one by one. The SIGTERM goes to what is found when the
+	// stop begins; the SIGKILL to what is found then, as grace ends, and
+	// in between once the command has exited (below what was found
+	// before too, whose parent may have exited since).
 	// A lockctl that is killed (SIGKILL, the OOM killer) stops nothing
 	// itself: on Linux the command runs under the shim (shim_linux.go),
 	// which then SIGKILLs all the command started, orphans included, so
@@ -536,20 +543,27 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		if command == nil {
 			return nil
 		}
-		if group != nil {
-			return syscall.Kill(-command.Pid, sig)
-		}
 		tree.Lock()
 		defer tree.Unlock()
 		look()
-		// By its pidfd, which Wait's reap cannot turn into another's pid.
-		// (Under a shim that is the shim, which catches it and lives on,
-		// bar SIGKILL: the command and what it started get it below,
-		// from tree.known.)
-		err := cmd.Process.Signal(sig)
+		var err error
+		pgid := 0
+		if group != nil {
+			// The group, then what left it (a setsid'd step), found below
+			// the shim, a subreaper, which keeps it there while it lives;
+			// the shim itself, no member, is spared.
+			pgid = command.Pid
+			err = syscall.Kill(-pgid, sig)
+		} else {
+			// By its pidfd, which Wait's reap cannot turn into another's
+			// pid. (Under a shim that is the shim, which catches it and
+			// lives on, bar SIGKILL: the command and what it started get
+			// it below, from tree.known.)
+			err = cmd.Process.Signal(sig)
+		}
 		for p := range tree.known {
 			if tree.root == nil || p != *tree.root {
-				p.signal(sig)
+				p.signal(sig, pgid)
 			}
 		}
 		return err
@@ -560,23 +574,25 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	// container's init) are reaped first, for no signal ends a zombie.
 	left := func() (pids []int, some bool) {
 		reapOrphans()
-		if group != nil {
-			// EPERM: members lockctl may not signal (a setuid one), still
-			// there.
-			if syscall.Kill(-command.Pid, 0) == syscall.ESRCH {
-				return nil, false
-			}
-			// Zombies alone (their new parent has not reaped them yet)
-			// run nothing.
-			live, ok := groupLive(command.Pid)
-			return live, len(live) > 0 || !ok
-		}
 		tree.Lock()
-		defer tree.Unlock()
 		for _, p := range look() {
 			pids = append(pids, p.pid)
 		}
-		return pids, len(pids) > 0
+		tree.Unlock()
+		// EPERM: members lockctl may not signal (a setuid one), still
+		// there.
+		if group == nil || syscall.Kill(-command.Pid, 0) == syscall.ESRCH {
+			return pids, len(pids) > 0
+		}
+		// Zombies alone (their new parent has not reaped them yet) run
+		// nothing.
+		live, ok := groupLive(command.Pid)
+		for _, pid := range live {
+			if !slices.Contains(pids, pid) {
+				pids = append(pids, pid)
+			}
+		}
+		return pids, len(pids) > 0 || !ok
 	}
 	// waitGone waits until nothing is left or deadline has passed, and
 	// returns what is left (left).
@@ -591,16 +607,29 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	}
 	var stopBegan atomic.Pointer[time.Time] // nil: no stop yet
 	kill := syscall.SIGTERM
-	cmd.WaitDelay = grace
 	if grace == 0 {
 		kill = syscall.SIGKILL
-		// Only how long Wait reads pipes that a process which left the
-		// command may hold (0 would read them until EOF).
-		cmd.WaitDelay = time.Second
 	}
+	// The SIGKILL once grace has passed is lockctl's own (stopAll, which
+	// under the shim reaches what runs below it while it lives). Wait's,
+	// killWait later, of cmd.Process (the shim, else the command) only
+	// ends a wait for a command that outlived it (setuid, or in an
+	// uninterruptible sleep); that is also how long Wait reads pipes that
+	// a process which left the command may hold past grace (0 would read
+	// them until EOF).
+	cmd.WaitDelay = grace + killWait
+	var graceEnd atomic.Pointer[time.Timer]
+	defer func() {
+		if t := graceEnd.Load(); t != nil {
+			t.Stop()
+		}
+	}()
 	cmd.Cancel = func() error {
 		now := time.Now()
 		stopBegan.CompareAndSwap(nil, &now)
+		if kill != syscall.SIGKILL {
+			graceEnd.Store(time.AfterFunc(grace, func() { _ = stopAll(syscall.SIGKILL) }))
+		}
 		return stopAll(kill)
 	}
 	tree.known = map[process]bool{}
@@ -631,11 +660,9 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		_ = cmd.Wait() // the shim, which could not start the command
 	}
 	if command != nil {
-		if group == nil {
-			tree.Lock()
-			rootOf()
-			tree.Unlock()
-		}
+		tree.Lock()
+		rootOf()
+		tree.Unlock()
 		if sh.exited(command) && group != nil {
 			group.exited()
 		}

@@ -233,7 +233,7 @@ func killDescendants() {
 		left := false
 		for _, p := range below([]process{{self, st.Start}}) {
 			if p.pid != self {
-				p.signal(syscall.SIGKILL)
+				p.signal(syscall.SIGKILL, 0)
 				left = true
 			}
 		}
