@@ -206,6 +206,9 @@ type dueBatcher struct {
 	mu      sync.Mutex
 	next    *dueRun // run when the running one ends
 	running bool
+	// patience is dueReadPatience, or a test's longer one (0: the
+	// constant): on a busy machine 200 ms may pass before a merged read.
+	patience time.Duration
 }
 
 // dueRun is one merged read.
@@ -235,7 +238,11 @@ func (b *dueBatcher) read(ctx context.Context, st *store.Store, id int32) (handl
 	}
 	b.mu.Unlock()
 
-	patience := time.NewTimer(dueReadPatience)
+	wait := dueReadPatience
+	if b.patience > 0 {
+		wait = b.patience
+	}
+	patience := time.NewTimer(wait)
 	defer patience.Stop()
 	var own chan dueAnswer // a read of its own, once patience ran out
 	for {

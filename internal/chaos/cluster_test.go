@@ -75,15 +75,17 @@ func TestReplicaTermKillsAfterGrace(t *testing.T) {
 
 // A replica that exits as Term's grace ends, before the kill reaches it,
 // is judged by its exit status: 0 is a clean stop, another an unclean one,
-// not a kill. On SIGTERM the script exits at once, but a child of its
-// holds its output open, so the exit is seen only after the grace.
+// not a kill. On SIGTERM the script exits at once (its wait, unlike a
+// sleep, is cut short by the trap), but a child of its holds its output
+// open past the grace, so the exit is seen only after it. The grace is
+// long beside the exit: on a busy machine 300 ms were not.
 func TestReplicaTermExitAtGraceIsJudgedByItsStatus(t *testing.T) {
 	for _, c := range []struct {
 		status string
 		want   string
 	}{{"0", ""}, {"1", "replica w0 after SIGTERM: exit status 1 (unclean stop)"}} {
-		r := readyReplica(t, `trap 'sleep 1 >&2 & exit `+c.status+`' TERM; `+consuming+`while :; do sleep 0.1; done`)
-		err := r.Term(300 * time.Millisecond)
+		r := readyReplica(t, `trap 'sleep 4 >&2 & exit `+c.status+`' TERM; `+consuming+`while :; do sleep 0.1 & wait $!; done`)
+		err := r.Term(2 * time.Second)
 		if c.want == "" {
 			require.NoError(t, err, "exit status 0")
 			continue
