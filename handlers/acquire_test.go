@@ -383,3 +383,17 @@ func TestAcquireAgainAfterWaitEnded(t *testing.T) {
 	require.Equal(t, second.RequestID, granted)
 	require.Contains(t, h.routes(), "locks.replies.bob lock.acquired")
 }
+
+// TestRenewalMovesReplyTo: a holder's renewal from another reply topic
+// moves the lease's later events (its expiry here) there.
+func TestRenewalMovesReplyTo(t *testing.T) {
+	h := newHarness(t)
+	h.one(h.acquire("r", "alice", lease(60)))
+	again := h.acquire("r", "alice", lease(60))
+	again.ReplyTo = "locks.replies.elsewhere"
+	require.Equal(t, topics.TypeAcquired, h.one(again).Type)
+	h.endLeases(`owner_id = 'alice'`)
+	h.clearOutbox()
+	require.Equal(t, 1, h.expireDue())
+	require.Equal(t, []string{"locks.replies.elsewhere lock.expired", "locks.lock.expired.v1 lock.expired"}, h.routes())
+}

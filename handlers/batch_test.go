@@ -928,3 +928,27 @@ func TestNoHistory(t *testing.T) {
 	require.Equal(t, with.lockStates(), without.lockStates())
 	require.Equal(t, with.scalar(`SELECT count(*) FROM processed_requests`), without.scalar(`SELECT count(*) FROM processed_requests`))
 }
+
+// TestResentAcquireOfAFreedLockGrantsNothing: an acquire resent after its
+// lease was released, the lock free, gets its stored outcome (its token)
+// and is not granted again, sent ahead or inline.
+func TestResentAcquireOfAFreedLockGrantsNothing(t *testing.T) {
+	base := newHarness(t)
+	for _, ahead := range []bool{true, false} {
+		h := base.fresh()
+		acq := h.acquire("i", "alice")
+		first := h.one(acq)
+		require.Equal(t, topics.TypeAcquired, first.Type)
+		require.Equal(t, topics.TypeReleased, h.one(h.release("i", "alice")).Type)
+		// Bounded: a grant made again would meet the stored outcome's key
+		// and be retried without end, as any failed transaction is.
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		out, err := h.applyTx(ctx, ahead, []topics.Command{acq})
+		cancel()
+		require.NoError(t, err)
+		require.Len(t, out, 1)
+		require.Equal(t, first.EventID, out[0].EventID, "the stored outcome (ahead %v)", ahead)
+		require.Equal(t, first.LockInfo.FencingToken, out[0].LockInfo.FencingToken)
+		require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`), "nothing granted again")
+	}
+}

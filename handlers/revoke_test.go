@@ -372,3 +372,28 @@ func TestRevokeASessionLeasePastItsSessionsExpiry(t *testing.T) {
 		})
 	}
 }
+
+// TestNoOvertakeOnceTheLockDelayPassed: once a lock-delay has passed but
+// before the scheduler hands the lock on, a new acquire does not take it
+// ahead of the waiter the delay held back: the waiter is granted, the
+// newcomer refused, sent ahead or inline.
+func TestNoOvertakeOnceTheLockDelayPassed(t *testing.T) {
+	base := newHarness(t)
+	for _, ahead := range []bool{true, false} {
+		h := base.fresh()
+		apply := h.apply
+		if !ahead {
+			apply = h.applyInline
+		}
+		h.one(h.acquire("d", "alice", lease(60), lockDelay(0.5)))
+		require.Equal(t, topics.TypeQueued, h.one(h.acquire("d", "bob", wait(120))).Type)
+		h.endLeases(`owner_id = 'alice'`)
+		require.Equal(t, 1, h.expireDue()) // alice's lease ends; the delay holds bob back
+		h.waitPast(h.delayUntil("d"))
+		evs := apply(h.acquire("d", "carol"))
+		require.Equal(t, []string{"bob exclusive"}, grants(evs), "bob is granted first (ahead %v)", ahead)
+		refused := find(evs, topics.TypeRejected)
+		require.Len(t, refused, 1)
+		require.Equal(t, topics.CodeLockHeld, refused[0].ErrorCode)
+	}
+}
