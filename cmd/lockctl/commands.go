@@ -38,8 +38,8 @@ const ownerHelp = "owner id (default: <requester>-<random>). An owner that holds
 const resumeHelp = ". To resume after a restart, make sure what the earlier COMMAND ran is gone\n" +
 	"first: a lockctl that was killed (SIGKILL, out of memory) stops nothing itself; on Linux\n" +
 	"COMMAND and all it started are SIGKILLed as it dies, but for what lockctl's user may not\n" +
-	"signal (a setuid binary: sudo) and what outlives COMMAND's own exit; elsewhere they run on;\n" +
-	"and no lock-delay covers what is left"
+	"signal (a setuid binary: sudo) and what COMMAND left running when it exited by itself;\n" +
+	"elsewhere they run on; and no lock-delay covers what is left"
 
 // addAcquireFlags adds the flags of acquire and run; lockDelayDefault says
 // what --lock-delay is when not given.

@@ -37,6 +37,8 @@ func TestRunStopReachesWhatLeftTheGroup(t *testing.T) {
 		{"command ends at SIGTERM", "ctl-run-stop-setsid-ends", "", stay, 128 + int(syscall.SIGTERM)},
 		{"command outlives SIGTERM", "ctl-run-stop-setsid-outlives", "trap : TERM", stay, 128 + int(syscall.SIGKILL)},
 		{"step hands off at SIGTERM", "ctl-run-stop-setsid-handoff", "trap : TERM", handoff, 128 + int(syscall.SIGKILL)},
+		// The command gone at once, the shim still holds the helper.
+		{"command ends, step hands off", "ctl-run-stop-setsid-ends-handoff", "", handoff, 128 + int(syscall.SIGTERM)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			files := t.TempDir()
@@ -79,4 +81,30 @@ while :; do sleep 0.1; done`
 			assert.Contains(t, r.stdout, tc.lock+" released")
 		})
 	}
+}
+
+// A member of the command's process group gets a stop's SIGTERM once, by
+// the group's: not again one by one, which would run its trap twice.
+func TestRunStopSignalsAGroupMemberOnce(t *testing.T) {
+	bin := buildLockctl(t)
+	count := filepath.Join(t.TempDir(), "count")
+	var stderr testlog.Buffer
+	run := exec.Command(bin, "run", "--brokers", env.Brokers[0], "--lock", "ctl-run-stop-once", "--lease", "60", "--grace", "1s", "--",
+		"sh", "-c", `trap 'echo T >> "$1"' TERM; echo ready > "$1.ready"; while :; do sleep 0.1 & wait $!; done`, "sh", count)
+	run.Stderr = &stderr
+	run.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // no controlling terminal
+	require.NoError(t, run.Start())
+	defer func() { _ = run.Process.Kill() }()
+	eventually(t, "the command's trap to be set", func() bool {
+		_, err := os.Stat(count + ".ready")
+		return err == nil
+	})
+	require.NoError(t, run.Process.Signal(syscall.SIGTERM))
+	err := run.Wait()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, stderr.String())
+	assert.Equal(t, 128+int(syscall.SIGKILL), exit.ExitCode(), stderr.String())
+	b, err := os.ReadFile(count)
+	require.NoError(t, err)
+	assert.Equal(t, "T\n", string(b), "the trap's runs")
 }

@@ -509,6 +509,9 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		sync.Mutex
 		root  *process         // the command (the shim, under one), once seen in /proc
 		known map[process]bool // what was found below it so far
+		// reaped: the command's pid, and its process group's id, may be
+		// another's now.
+		reaped bool
 	}
 	// rootOf takes the command's /proc entry while its pid is surely its
 	// own: Signal(0) succeeds only until Wait has reaped it.
@@ -548,19 +551,24 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		look()
 		var err error
 		pgid := 0
-		if group != nil {
+		switch {
+		case group != nil:
 			// The group, then what left it (a setsid'd step), found below
-			// the shim, a subreaper, which keeps it there while it lives;
-			// the shim itself, no member, is spared.
+			// the shim, a subreaper, which keeps it there while it lives.
+			// Once the command is reaped an empty group's id may be
+			// another's.
 			pgid = command.Pid
-			err = syscall.Kill(-pgid, sig)
-		} else {
+			if !tree.reaped || syscall.Kill(-pgid, 0) != syscall.ESRCH {
+				err = syscall.Kill(-pgid, sig)
+			}
+		case sh == nil:
 			// By its pidfd, which Wait's reap cannot turn into another's
-			// pid. (Under a shim that is the shim, which catches it and
-			// lives on, bar SIGKILL: the command and what it started get
-			// it below, from tree.known.)
+			// pid.
 			err = cmd.Process.Signal(sig)
 		}
+		// The shim is spared: it catches the others and lives on, and
+		// killed, it would let go of what the command orphaned. The
+		// command and what it started get it from tree.known.
 		for p := range tree.known {
 			if tree.root == nil || p != *tree.root {
 				p.signal(sig, pgid)
@@ -568,15 +576,20 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		}
 		return err
 	}
-	// left says whether anything the command started is still there,
-	// once the command has been reaped, and which pids (none where /proc
-	// cannot tell); orphans of it that lockctl inherited (as a
-	// container's init) are reaped first, for no signal ends a zombie.
+	// left says whether anything the command started is still there, once
+	// the command has exited, and which pids (none where /proc cannot
+	// tell); once the command is reaped, orphans of it that lockctl
+	// inherited (as a container's init) are reaped first, for no signal
+	// ends a zombie (before, that could reap the command).
 	left := func() (pids []int, some bool) {
-		reapOrphans()
 		tree.Lock()
+		if tree.reaped {
+			reapOrphans()
+		}
 		for _, p := range look() {
-			pids = append(pids, p.pid)
+			if tree.root == nil || p != *tree.root { // the shim, which waits for its release
+				pids = append(pids, p.pid)
+			}
 		}
 		tree.Unlock()
 		// EPERM: members lockctl may not signal (a setuid one), still
@@ -659,15 +672,46 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	if command == nil && cmd.Process != nil {
 		_ = cmd.Wait() // the shim, which could not start the command
 	}
+	// finishStop gives what the command started the rest of the grace
+	// period too (a shell the SIGTERM ended at once leaves its children to
+	// stop), counted from the stop, or from now when the command had
+	// exited before it, and then SIGKILLs what is left.
+	finishStop := func() {
+		if now := time.Now(); stopBegan.CompareAndSwap(nil, &now) {
+			_ = stopAll(kill)
+		}
+		// The deadlines are monotonic: a clock step changes nothing.
+		if _, some := waitGone(stopBegan.Load().Add(grace)); some {
+			_ = stopAll(syscall.SIGKILL)
+			// What SIGKILL did not end at once, lockctl may not signal
+			// (a setuid process: EPERM), or it is in an uninterruptible
+			// sleep (an NFS write) that may finish after the release.
+			if pids, some := waitGone(time.Now().Add(killWait)); some {
+				c.survivedKill(pids, command.Pid, l)
+			}
+		}
+	}
 	if command != nil {
 		tree.Lock()
 		rootOf()
 		tree.Unlock()
-		if sh.exited(command) && group != nil {
+		exited := sh.exited(command)
+		if exited && group != nil {
 			group.exited()
+		}
+		// A stop runs its course before the command is reaped: until then
+		// its pid and its group's id stay its own, and the shim holds
+		// what the command's processes orphan (a helper a setsid'd step's
+		// SIGTERM trap starts) below it, where the stop finds it.
+		stoppedExited := exited && runCtx.Err() != nil
+		if stoppedExited {
+			finishStop()
 		}
 		sh.release()
 		err = cmd.Wait()
+		tree.Lock()
+		tree.reaped = true
+		tree.Unlock()
 		stopped = stopBegan.Load() != nil
 		if group != nil {
 			group.exited()
@@ -691,24 +735,8 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 			fmt.Fprintf(c.stderr, "lockctl: %s exited, but processes it started still run: stopping them (%s) before releasing %s\n",
 				args[0], how, topics.LockKey(l.Namespace, l.Name))
 		}
-		if runCtx.Err() != nil || leftBehind {
-			// What the command started gets the rest of the grace period
-			// too (a shell the SIGTERM ended at once leaves its children
-			// to stop), counted from the stop, or from now when the
-			// command had exited before it.
-			if now := time.Now(); stopBegan.CompareAndSwap(nil, &now) {
-				_ = stopAll(kill)
-			}
-			// The deadlines are monotonic: a clock step changes nothing.
-			if _, some := waitGone(stopBegan.Load().Add(grace)); some {
-				_ = stopAll(syscall.SIGKILL)
-				// What SIGKILL did not end at once, lockctl may not signal
-				// (a setuid process: EPERM), or it is in an uninterruptible
-				// sleep (an NFS write) that may finish after the release.
-				if pids, some := waitGone(time.Now().Add(killWait)); some {
-					c.survivedKill(pids, command.Pid, l)
-				}
-			}
+		if (runCtx.Err() != nil && !stoppedExited) || leftBehind {
+			finishStop()
 		}
 	}
 	if command == nil {
