@@ -134,6 +134,9 @@ func TestUntilDueLeaderLeavesAtItsStop(t *testing.T) {
 	_, err = tx.Exec(t.Context(), `LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE`) // the read waits on it
 	require.NoError(t, err)
 	w := &Worker{cfg: Config{Store: st}, log: zerolog.Nop()}
+	// Patient past the test: past dueReadPatience p would read alone too,
+	// a second read blocked on the lock, and cancelled with the first.
+	w.dueReads.patience = time.Minute
 	ctx, cancel := context.WithCancel(t.Context())
 	p := &partition{w: w, id: 1, wake: make(chan struct{}, 1)}
 	done := make(chan time.Time, 1)
@@ -153,6 +156,11 @@ func TestUntilDueWithdrawalEndsRun(t *testing.T) {
 	reads := &dueReads{delays: []time.Duration{300 * time.Millisecond, time.Minute}}
 	st := testdb.NewWith(t, store.Config{Tracer: reads})
 	w := &Worker{cfg: Config{Store: st}, log: zerolog.Nop()}
+	// Patient past the test: with dueReadPatience (200 ms, under the first
+	// read's 300 ms) p2 and p3 would read alone before the merged read
+	// starts, the second read counted would be p2's own, and p3 could
+	// return, or have a read in flight, before the withdrawal.
+	w.dueReads.patience = time.Minute
 	serving, withdraw := context.WithCancelCause(t.Context())
 	c2, revoke := context.WithCancel(serving)
 	defer revoke()
