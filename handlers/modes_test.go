@@ -27,6 +27,51 @@ func grants(evs []topics.Event) []string {
 	return out
 }
 
+// typesAndOwners lists "type owner" of evs, in order.
+func typesAndOwners(evs []topics.Event) []string {
+	var out []string
+	for _, ev := range evs {
+		out = append(out, ev.Type+" "+ev.LockInfo.OwnerID)
+	}
+	return out
+}
+
+// TestJoinSettlesAnExpiredReaderFirst: a reader joining readers settles a
+// reader whose lease ran out first (no command acts beside a lease that
+// has ended), sent ahead or inline.
+func TestJoinSettlesAnExpiredReaderFirst(t *testing.T) {
+	base := newHarness(t)
+	for _, ahead := range []bool{true, false} {
+		h := base.fresh()
+		h.one(h.acquire("a", "r1", shared, lease(60)))
+		h.one(h.acquire("a", "r2", shared, lease(60)))
+		h.endLeases(`owner_id = 'r1'`)
+		evs := h.run(ahead, []topics.Command{h.acquire("a", "r3", shared)})
+		require.Equal(t, []string{"lock.expired r1", "lock.acquired r3"}, typesAndOwners(evs), "ahead %v", ahead)
+		require.Equal(t, "r2 r3", h.scalarText(`SELECT string_agg(owner_id, ' ' ORDER BY owner_id) FROM lock_holders`))
+	}
+}
+
+// TestReleaseAndExtendSettleAnotherExpiredHolderFirst: a holder's release,
+// or extend, settles another holder's lease that ran out first, sent ahead
+// or inline.
+func TestReleaseAndExtendSettleAnotherExpiredHolderFirst(t *testing.T) {
+	base := newHarness(t)
+	for _, ahead := range []bool{true, false} {
+		h := base.fresh()
+		for _, lock := range []string{"a", "b"} {
+			h.one(h.acquire(lock, "r1", shared, lease(60)))
+			h.one(h.acquire(lock, "r2", shared, lease(60)))
+		}
+		h.endLeases(`owner_id = 'r2'`)
+		evs := h.run(ahead, []topics.Command{h.release("a", "r1")})
+		require.Equal(t, []string{"lock.expired r2", "lock.released r1"}, typesAndOwners(evs), "ahead %v", ahead)
+		evs = h.run(ahead, []topics.Command{h.extend("b", "r1")})
+		require.Equal(t, []string{"lock.expired r2", "lock.extended r1"}, typesAndOwners(evs), "ahead %v", ahead)
+		require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM lock_holders`))
+	}
+}
+
 // TestReadersAndWriter: readers share the lock; a writer waits for the last
 // of them, and a reader arriving after the writer waits behind it.
 func TestReadersAndWriter(t *testing.T) {
