@@ -492,7 +492,9 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	// signalled one by one. The SIGTERM goes to what is found when the
 	// stop begins; the SIGKILL to what is found then, as grace ends, and
 	// in between once the command has exited (below what was found
-	// before too, whose parent may have exited since).
+	// before too, whose parent may have exited since). The stop runs its
+	// course before the command is reaped and the shim let go (finishStop
+	// below).
 	// A lockctl that is killed (SIGKILL, the OOM killer) stops nothing
 	// itself: on Linux the command runs under the shim (shim_linux.go),
 	// which then SIGKILLs all the command started, orphans included, so
@@ -624,13 +626,14 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		kill = syscall.SIGKILL
 	}
 	// The SIGKILL once grace has passed is lockctl's own (stopAll, which
-	// under the shim reaches what runs below it while it lives). Wait's,
-	// killWait later, of cmd.Process (the shim, else the command) only
-	// ends a wait for a command that outlived it (setuid, or in an
-	// uninterruptible sleep); that is also how long Wait reads pipes that
-	// a process which left the command may hold past grace (0 would read
-	// them until EOF).
-	cmd.WaitDelay = grace + killWait
+	// under the shim reaches what runs below it while it lives), and the
+	// stop ends within grace + killWait (finishStop), before the shim is
+	// released. Wait's kill of cmd.Process (the shim, else the command),
+	// counted from the stop too, comes after that: it only ends a wait for
+	// a command that outlived it all (setuid, or in an uninterruptible
+	// sleep). It is also how long Wait reads pipes that a process which
+	// left the command may hold past grace (0 would read them until EOF).
+	cmd.WaitDelay = grace + 2*killWait
 	var graceEnd atomic.Pointer[time.Timer]
 	defer func() {
 		if t := graceEnd.Load(); t != nil {
