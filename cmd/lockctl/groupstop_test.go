@@ -108,3 +108,38 @@ func TestRunStopSignalsAGroupMemberOnce(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "T\n", string(b), "the trap's runs")
 }
+
+// A lockctl SIGKILLed while a stop waits out --grace, the command gone
+// already, takes what the command started with it: the shim, which holds
+// it, tells lockctl's death from its release (the release is a byte; its
+// death only closes the pipe, which the shim may see while lockctl is
+// still its parent).
+func TestRunKilledDuringAStopLeavesNothingRunning(t *testing.T) {
+	bin := buildLockctl(t)
+	dir := t.TempDir()
+	stay := filepath.Join(dir, "stay")
+	require.NoError(t, os.WriteFile(stay, []byte(`trap "" TERM; echo $$ > "$1"; exec sleep 1000`), 0o644))
+	commandFile, stepFile := filepath.Join(dir, "command"), filepath.Join(dir, "step")
+	var stderr testlog.Buffer
+	run := exec.Command(bin, "run", "--brokers", env.Brokers[0], "--lock", "ctl-run-killed-in-stop", "--lease", "60", "--grace", "60s", "--",
+		"sh", "-c", `echo $$ > "$1"; setsid sh "$3" "$2" >/dev/null 2>&1 </dev/null &
+while :; do sleep 0.1; done`, "sh", commandFile, stepFile, stay)
+	run.Stderr = &stderr
+	run.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // no controlling terminal
+	require.NoError(t, run.Start())
+	defer func() { _ = run.Process.Kill() }()
+	command, step := readPid(t, "the command", commandFile), readPid(t, "the setsid'd step", stepFile)
+	defer func() {
+		if !gone(step) { // the test failed: what it left
+			_ = syscall.Kill(step, syscall.SIGKILL)
+		}
+	}()
+	require.NoError(t, run.Process.Signal(syscall.SIGTERM))
+	// The command ends at the SIGTERM; the step, which ignores it, is left
+	// for the SIGKILL at --grace's end, a minute on.
+	eventually(t, "the command to end at the SIGTERM", func() bool { return gone(command) })
+	require.False(t, gone(step), "the step ignores SIGTERM")
+	require.NoError(t, run.Process.Kill())
+	_, _ = run.Process.Wait()
+	eventually(t, "the step to be killed with lockctl", func() bool { return gone(step) })
+}

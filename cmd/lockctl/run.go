@@ -578,12 +578,12 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		}
 		return err
 	}
-	// left says whether anything the command started is still there, once
-	// the command has exited, and which pids (none where /proc cannot
+	// leftOnce says whether anything the command started is still there,
+	// once the command has exited, and which pids (none where /proc cannot
 	// tell); once the command is reaped, orphans of it that lockctl
 	// inherited (as a container's init) are reaped first, for no signal
 	// ends a zombie (before, that could reap the command).
-	left := func() (pids []int, some bool) {
+	leftOnce := func() (pids []int, some bool) {
 		tree.Lock()
 		if tree.reaped {
 			reapOrphans()
@@ -608,6 +608,16 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 			}
 		}
 		return pids, len(pids) > 0 || !ok
+	}
+	// left is leftOnce, read again when it found nothing: a process forked
+	// after /proc was listed, by one that exited before its stat was read
+	// (a step's SIGTERM trap handing off to a helper), is in neither; the
+	// second reading lists it, below the shim by then.
+	left := func() ([]int, bool) {
+		if pids, some := leftOnce(); some {
+			return pids, some
+		}
+		return leftOnce()
 	}
 	// waitGone waits until nothing is left or deadline has passed, and
 	// returns what is left (left).

@@ -18,7 +18,7 @@ import (
 type shim struct {
 	report  *bufio.Reader // from the shim: the command's pid, its exit, its wait status
 	reportR *os.File
-	ack     *os.File            // closed to let the shim reap the command
+	ack     *os.File            // written to let the shim reap the command
 	child   []*os.File          // the shim's ends of the pipes
 	passed  []*os.File          // duplicates of lockctl's caller's descriptors, passed on to the command (inherited)
 	status  *syscall.WaitStatus // the command's, as the shim reported it
@@ -87,11 +87,14 @@ func (s *shim) exited(p *os.Process) bool {
 }
 
 // release lets the shim reap the command, once exited, and exit itself;
-// the command's status, which the shim then reports, is statusOf's.
+// the command's status, which the shim then reports, is statusOf's. The
+// release is a byte: the pipe's end alone is lockctl's death, which the
+// shim may see before the kernel gives it another parent.
 func (s *shim) release() {
 	if s == nil {
 		return
 	}
+	_, _ = s.ack.Write([]byte{'r'})
 	_ = s.ack.Close()
 	line, err := s.report.ReadString('\n')
 	if ws, perr := strconv.ParseUint(strings.TrimSuffix(line, "\n"), 10, 32); err == nil && perr == nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -180,11 +179,14 @@ func runShim(args []string) int {
 		_, _ = syscall.Wait4(pid, nil, 0, nil)
 	}
 	fmt.Fprint(report, "exited\n")
-	_, _ = io.Copy(io.Discard, ack)
+	// lockctl's release is a byte; the pipe's end without it is its death
+	// (its files close before the kernel gives the shim another parent,
+	// so no getppid tells it yet): what runs below goes too, a stop's
+	// grace wait being cut short by it included.
+	var released [1]byte
+	n, _ := ack.Read(released[:])
 	mu.Lock() // not while a kill runs
-	if os.Getppid() != parent {
-		// lockctl died: the ack's end may come before its parent-death
-		// signal is handled, and what the command left below goes too.
+	if n == 0 || os.Getppid() != parent {
 		killDescendants()
 		return 1
 	}
