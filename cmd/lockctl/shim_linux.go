@@ -31,7 +31,9 @@ import (
 // terminal's and the group's reach COMMAND themselves), and reports to
 // lockctl on a pipe: COMMAND's pid (or "fail CODE" and the start's error),
 // "exited" once COMMAND has exited, unreaped, and COMMAND's wait status
-// once lockctl has closed another, after which it reaps COMMAND and exits.
+// once lockctl has released it (a byte on another pipe: a stop has run its
+// course by then), after which it reaps COMMAND and exits; that pipe's end
+// without the byte is lockctl's death.
 // The pipes come after the descriptors lockctl's caller passed on (a make
 // jobserver's, a 3>file), which reach COMMAND as they would without it.
 
